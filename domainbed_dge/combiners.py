@@ -1,0 +1,138 @@
+"""Combiners: one per method, each mapping the K x P domain-gradient matrix to the
+direction(s) an optimizer step applies.
+
+A step runs in two phases around the single host-device synchronisation of a
+training step. :meth:`Combiner.prepare` queues device work and names the small
+tensors it needs on the host; :meth:`Combiner.plan` then decides, on the host, what
+to apply. Directions are either rows of a host *mixing* matrix (``mixing @ G``:
+DGE, GradAvg, PCGrad) or one explicit device vector (Agr-Sum, Agr-Rand).
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+
+import torch
+
+from domainbed_dge import peers
+from domainbed_dge.equilibrium import equilibrium_mixing
+from domainbed_dge.gram import GradientGram
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """Device tensors a combiner computed before the synchronisation: ``fetch`` goes
+    to the host with the Gram statistics, ``keep`` stays on the device."""
+
+    fetch: dict[str, torch.Tensor] = field(default_factory=dict)
+    keep: dict[str, torch.Tensor] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What one training step applies.
+
+    Exactly one of ``mixing`` (n x K, host float64: n optimizer steps, the i-th with
+    ``mixing[i] @ G``) and ``direction`` (a P-vector on the device: one step) is set.
+    ``direction_norm`` is the explicit direction's norm (the engine derives it from the
+    Gram statistics for a mixing). ``diagnostics`` are Python floats; ``weights`` is
+    DGE's new equilibrium state, stored only if the step is taken.
+    """
+
+    diagnostics: dict[str, float]
+    mixing: torch.Tensor | None = None
+    direction: torch.Tensor | None = None
+    direction_norm: float | None = None
+    weights: torch.Tensor | None = None
+
+
+class Combiner(ABC):
+    def prepare(self, G: torch.Tensor) -> Prepared:
+        return Prepared()
+
+    @abstractmethod
+    def plan(self, gram: GradientGram, fetched: dict[str, torch.Tensor], prepared: Prepared) -> Plan:
+        """Decide the step from the host statistics and the fetched tensors."""
+
+
+class GradAvgCombiner(Combiner):
+    """The mean gradient, one step (paper, Table 8)."""
+
+    def plan(self, gram, fetched, prepared):
+        return Plan({"conflict_fraction": 0.0}, mixing=peers.grad_avg_mixing(gram.num_domains))
+
+
+class PCGradCombiner(Combiner):
+    """PCGrad (Yu et al., 2020), one step; ``conflict_fraction`` is the share of ordered
+    pairs that were projected."""
+
+    def __init__(self, order: str, reduction: str):
+        self.order = order
+        self.reduction = reduction
+
+    def plan(self, gram, fetched, prepared):
+        mixing, conflicts = peers.pcgrad_mixing(gram.full, order=self.order, reduction=self.reduction)
+        return Plan({"conflict_fraction": _pair_fraction(conflicts, gram.num_domains)}, mixing=mixing)
+
+
+class AgreementCombiner(Combiner):
+    """Agr-Sum, or Agr-Rand with ``noise=True`` (Mansilla et al., 2021), one step;
+    ``conflict_fraction`` is the share of coordinates whose signs disagree."""
+
+    def __init__(self, noise: bool):
+        self.noise = noise
+
+    def prepare(self, G):
+        direction = peers.agr_rand(G) if self.noise else peers.agr_sum(G)
+        _, conflict = peers.agreement_mask(G)
+        fetch = {
+            "conflict_fraction": conflict.sum() / conflict.numel(),
+            "direction_norm": torch.linalg.vector_norm(direction),
+        }
+        return Prepared(fetch=fetch, keep={"direction": direction})
+
+    def plan(self, gram, fetched, prepared):
+        return Plan(
+            {"conflict_fraction": float(fetched["conflict_fraction"])},
+            direction=prepared.keep["direction"],
+            direction_norm=float(fetched["direction_norm"]),
+        )
+
+
+class EquilibriumCombiner(Combiner):
+    """Domain Gradient Equilibrium (paper, Alg. 1 and Eqs. 2-9).
+
+    ``weights`` is the algorithm's buffer of equilibrium weights (Eq. 8), carried
+    across iterations; ``update="sequential"`` takes K steps, one per refined
+    direction ``d_k`` (the paper), ``"mean"`` one step with their mean.
+    ``conflict_fraction`` is the share of ordered pairs adjusted by Eqs. 5-6.
+    """
+
+    def __init__(self, weights: torch.Tensor, *, alpha, weight_lr, weight_steps, adjust, reweight, update):
+        self.weights = weights
+        self.options = dict(
+            alpha=alpha,
+            weight_lr=weight_lr,
+            weight_steps=weight_steps,
+            adjust_specific=adjust,
+            reweight_specific=reweight,
+        )
+        self.update = update
+
+    def prepare(self, G):
+        return Prepared(fetch={"weights": self.weights})
+
+    def plan(self, gram, fetched, prepared):
+        step = equilibrium_mixing(gram, fetched["weights"], **self.options)
+        mixing = step.mixing if self.update == "sequential" else step.mixing.mean(dim=0, keepdim=True)
+        diagnostics = {
+            "dge_adjusted_pairs": float(step.adjusted_pairs),
+            "conflict_fraction": _pair_fraction(step.adjusted_pairs, gram.num_domains),
+        }
+        diagnostics.update({f"dge_weight_{k}": float(w) for k, w in enumerate(step.weights)})
+        return Plan(diagnostics, mixing=mixing, weights=step.weights)
+
+
+def _pair_fraction(pairs: int, num_domains: int) -> float:
+    return pairs / (num_domains * (num_domains - 1)) if num_domains > 1 else 0.0

@@ -1,0 +1,46 @@
+"""Patches applied to DomainBed's modules right after they load (see ``_startup``).
+
+Each function takes the freshly executed DomainBed module and adds this plugin to it;
+each is idempotent and leaves everything else in the module as it was.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib
+
+
+def register_algorithms(module) -> None:
+    """``domainbed.algorithms``: importing our algorithms registers them there."""
+    importlib.import_module("domainbed_dge.algorithms").register(module)
+
+
+def register_hparams(module) -> None:
+    """``domainbed.hparams_registry``: wrap ``_hparams`` so that our algorithms get their
+    entries, each name drawn from its own seeded RandomState as DomainBed's are."""
+    if getattr(module._hparams, "__wrapped_by_domainbed_dge__", False):
+        return
+    import numpy as np
+    from domainbed.lib import misc
+
+    from domainbed_dge.hparams import define
+
+    host_hparams = module._hparams
+
+    @functools.wraps(host_hparams)
+    def _hparams(algorithm, dataset, random_seed):
+        entries = host_hparams(algorithm, dataset, random_seed)
+        entries.update(
+            define(algorithm, dataset, lambda name: np.random.RandomState(misc.seed_hash(random_seed, name)))
+        )
+        return entries
+
+    _hparams.__wrapped_by_domainbed_dge__ = True
+    module._hparams = _hparams
+
+
+#: DomainBed module -> the function that patches it.
+PATCHES = {
+    "domainbed.algorithms": register_algorithms,
+    "domainbed.hparams_registry": register_hparams,
+}
