@@ -61,7 +61,8 @@ def adjust(specific_gram: torch.Tensor, alpha: float) -> tuple[torch.Tensor, int
             norm_i_sq = float(C[i] @ specific_gram @ C[i])
             if norm_i_sq <= 0 or norm_j_sq <= 0:
                 continue
-            if dot / (norm_i_sq * norm_j_sq) ** 0.5 > alpha:
+            cosine = min(1.0, dot / (norm_i_sq * norm_j_sq) ** 0.5)  # rounding can exceed 1
+            if cosine > alpha:
                 C[i] -= (dot / norm_j_sq) * C[j]
                 adjusted += 1
     return C, adjusted

@@ -8,10 +8,18 @@ from __future__ import annotations
 
 import functools
 import importlib
+import sys
 
 
 def register_algorithms(module) -> None:
-    """``domainbed.algorithms``: importing our algorithms registers them there."""
+    """``domainbed.algorithms``: add our algorithms to it.
+
+    When ``domainbed_dge.algorithms`` is itself being imported (it imports DomainBed's
+    module first), it registers them as its last statement instead.
+    """
+    plugin = sys.modules.get("domainbed_dge.algorithms")
+    if plugin is not None and not hasattr(plugin, "register"):
+        return
     importlib.import_module("domainbed_dge.algorithms").register(module)
 
 
