@@ -42,6 +42,10 @@ if DOMAINBED_ROOT is not None and str(DOMAINBED_ROOT) not in sys.path:
 os.environ.setdefault("OUTDATED_IGNORE", "1")
 
 
+def pytest_report_header(config):
+    return f"domainbed: {DOMAINBED_ROOT}" if DOMAINBED_ROOT is not None else SKIP_REASON
+
+
 def pytest_collection_modifyitems(config, items):
     skip_domainbed = pytest.mark.skip(reason=SKIP_REASON)
     skip_cuda = pytest.mark.skip(reason="needs a CUDA device")
