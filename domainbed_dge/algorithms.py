@@ -8,8 +8,15 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from domainbed import algorithms as host
-from domainbed import networks
+
+try:
+    from domainbed import algorithms as host
+    from domainbed import networks
+except ImportError as error:
+    raise ImportError(
+        f"domainbed_dge's algorithms need DomainBed, which failed to import ({error}). Make a checkout of "
+        "facebookresearch/DomainBed importable with `python -m domainbed_dge.setup_domainbed /path/to/DomainBed`."
+    ) from error
 
 from domainbed_dge import hparams as registry
 from domainbed_dge.combiners import (
