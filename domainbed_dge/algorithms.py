@@ -98,15 +98,17 @@ class GradientEngine(host.Algorithm):
         return results
 
     def _take_steps(self, plan: Plan, gradients: GradientMatrix) -> None:
+        # Host-to-device copies are non-blocking so that they add no synchronisation.
+        device, dtype = gradients.matrix.device, gradients.matrix.dtype
         if plan.mixing is not None:
-            for coefficients in plan.mixing.to(gradients.matrix.device, gradients.matrix.dtype):
+            for coefficients in plan.mixing.to(device, dtype, non_blocking=True):
                 gradients.set_combination(coefficients)
                 self.optimizer.step()
         else:
             gradients.set_direction(plan.direction)
             self.optimizer.step()
         if plan.weights is not None:
-            self.equilibrium_weights.copy_(plan.weights)
+            self.equilibrium_weights.copy_(plan.weights, non_blocking=True)
 
     def _gradient_matrix(self) -> GradientMatrix:
         if self._gradients is None or not self._gradients.fits(self.trainable, self.num_gradient_domains):

@@ -51,6 +51,7 @@ class ViewMaker:
         self.transform = transform
         self.normalization = normalization
         self.channels = channels
+        self._statistics_on: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         """One view of ``x``: one augmentation drawn for the whole batch."""
@@ -60,9 +61,13 @@ class ViewMaker:
         return [self(x) for _ in range(count)]
 
     def _statistics(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        mean = torch.tensor(IMAGENET_MEAN, device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
-        std = torch.tensor(IMAGENET_STD, device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
-        return mean, std
+        """ImageNet's mean and std on ``x``'s device, copied there once."""
+        key = (x.device, x.dtype)
+        if key not in self._statistics_on:
+            self._statistics_on[key] = tuple(
+                torch.tensor(values, dtype=x.dtype).view(1, 3, 1, 1).to(x.device) for values in (IMAGENET_MEAN, IMAGENET_STD)
+            )
+        return self._statistics_on[key]
 
     def _to_unit(self, x: torch.Tensor) -> torch.Tensor:
         if self.normalization == "imagenet":
