@@ -42,7 +42,10 @@ def correlated_minibatches(seed, num_domains, dtype=torch.float32, batch=6):
     ``num_domains`` of them."""
     generator = torch.Generator().manual_seed(seed)
     base = [
-        (torch.rand(batch, *INPUT_SHAPE, generator=generator), torch.randint(0, NUM_CLASSES, (batch,), generator=generator))
+        (
+            torch.rand(batch, *INPUT_SHAPE, generator=generator),
+            torch.randint(0, NUM_CLASSES, (batch,), generator=generator),
+        )
         for _ in range(2)
     ]
     perturbed = [(x + 0.1 * torch.randn(x.shape, generator=generator), y) for x, y in base]
@@ -65,7 +68,9 @@ def update_both(engine, reference, batches, seed):
 
 def assert_same_state(engine, reference, tolerance):
     torch.testing.assert_close(flat_parameters(reference), flat_parameters(engine), rtol=tolerance, atol=tolerance)
-    torch.testing.assert_close(reference.equilibrium_weights, engine.equilibrium_weights, rtol=tolerance, atol=tolerance)
+    torch.testing.assert_close(
+        reference.equilibrium_weights, engine.equilibrium_weights, rtol=tolerance, atol=tolerance
+    )
 
 
 @pytest.mark.domainbed
