@@ -47,8 +47,15 @@ def register_hparams(module) -> None:
     module._hparams = _hparams
 
 
+def register_launchers(module) -> None:
+    """``domainbed.command_launchers``: add the ``submitit`` launcher to ``REGISTRY``
+    (submitit itself is imported only when a sweep uses it)."""
+    importlib.import_module("domainbed_dge.launchers").register(module)
+
+
 #: DomainBed module -> the function that patches it.
 PATCHES = {
     "domainbed.algorithms": register_algorithms,
     "domainbed.hparams_registry": register_hparams,
+    "domainbed.command_launchers": register_launchers,
 }

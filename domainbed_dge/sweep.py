@@ -1,0 +1,293 @@
+"""Launch, list or clean up a DomainBed sweep, in SDG or MDG, from options or a preset.
+
+    python -m domainbed_dge.sweep launch --datasets RotatedMNIST --algorithms ERM DGE \\
+        --data_dir D --output_dir O --command_launcher local
+    python -m domainbed_dge.sweep launch --preset sweeps/sdg_pacs.json \\
+        --data_dir D --output_dir O --command_launcher submitit
+    python -m domainbed_dge.sweep list --preset sweeps/sdg_pacs.json --data_dir D --output_dir O
+    python -m domainbed_dge.sweep delete_incomplete --preset sweeps/sdg_pacs.json --data_dir D --output_dir O
+
+The options are those of DomainBed's ``domainbed.scripts.sweep``, plus ``--mode``:
+``sdg`` (the default) makes one job per source environment, with every other
+environment a test environment; ``mdg`` is DomainBed's own choice of test
+environments (``--single_test_envs`` for one at a time). Jobs are DomainBed's own
+``Job``: same output directories (a hash of the job's arguments) and the same
+literal ``python -m domainbed.scripts.train ...`` commands, run by any launcher of
+``domainbed.command_launchers.REGISTRY`` (``submitit`` is added by this plugin, see
+``domainbed_dge.launchers``).
+
+``--preset FILE`` takes the datasets, trials, steps, hyperparameters and algorithm
+variants from a JSON preset (see ``domainbed_dge.presets``). Options given on the
+command line win over the preset's; ``--algorithms`` keeps the variants of those
+algorithms; ``--hparams`` is merged into each variant's (the variant's own keys win).
+
+``launch`` runs only jobs never launched: done jobs are skipped, so running it again
+resumes a sweep. Incomplete jobs (a directory without ``done``) are left alone, as they
+may still be running; ``delete_incomplete`` removes them so that ``launch`` redoes them.
+Before launching it refuses jobs whose batch size exceeds a training environment's
+in-split (see ``domainbed_dge.batch_guard``), and jobs that ``python`` on PATH cannot
+run. It ends with how many jobs are done, incomplete and not launched.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import time
+from typing import Sequence
+
+import numpy as np
+from domainbed import algorithms, command_launchers, datasets
+from domainbed.scripts import sweep as domainbed_sweep
+
+from domainbed_dge.batch_guard import check_batch_sizes
+from domainbed_dge.jobs import MODES, SweepJob, Variant, make_jobs
+from domainbed_dge.presets import Preset, PresetError, load_preset
+
+COMMANDS = ("launch", "delete_incomplete", "list")
+#: Launchers that run their commands one after the other before returning: the sweep
+#: hands them one command at a time, to show which job is running.
+SERIAL_LAUNCHERS = ("local", "dummy")
+#: Launchers that run nothing, so need no working ``python`` on PATH.
+DRY_LAUNCHERS = ("dummy",)
+#: Where no option and no preset says otherwise: DomainBed's sweep defaults.
+DEFAULTS = {
+    "mode": "sdg",
+    "n_hparams_from": 0,
+    "n_hparams": 20,
+    "n_trials": 3,
+    "holdout_fraction": 0.2,
+    "single_test_envs": False,
+    "task": "domain_generalization",
+}
+#: Run by ``python`` from PATH, as the jobs are: exit 0 when DomainBed imports and the
+#: plugin's start-up hook is installed, 3 when the hook is missing.
+INTERPRETER_PROBE = (
+    "import sys, domainbed; from domainbed_dge._startup import PatchingFinder; "
+    "sys.exit(0 if any(isinstance(f, PatchingFinder) for f in sys.meta_path) else 3)"
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m domainbed_dge.sweep",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="SDG results: python -m domainbed_dge.collect_results --input_dir OUTPUT_DIR",
+    )
+    parser.add_argument("command", choices=COMMANDS)
+    parser.add_argument("--preset", help="JSON preset (sweeps/*.json) giving the experiment's settings and variants")
+    parser.add_argument("--mode", choices=MODES,
+                        help="sdg: one job per source environment (default); mdg: DomainBed's test environments")
+    parser.add_argument("--datasets", nargs="+", help="default: DomainBed's non-debug datasets")
+    parser.add_argument("--algorithms", nargs="+",
+                        help="default: every algorithm DomainBed knows; with a preset: keep these algorithms' variants")
+    parser.add_argument("--task", choices=("domain_generalization", "domain_adaptation"),
+                        help="default: domain_generalization")
+    parser.add_argument("--n_hparams_from", type=int, help="first hparams_seed (default 0: the registry's defaults)")
+    parser.add_argument("--n_hparams", type=int, help="hparams_seeds run are [n_hparams_from, n_hparams) (default 20)")
+    parser.add_argument("--output_dir", required=True)
+    parser.add_argument("--data_dir", required=True)
+    parser.add_argument("--seed", type=int, default=0, help="seed of the order in which jobs are launched")
+    parser.add_argument("--n_trials", type=int, help="trial seeds 0 .. n_trials - 1 (default 3)")
+    parser.add_argument("--command_launcher", choices=sorted(command_launchers.REGISTRY), help="required for launch")
+    parser.add_argument("--steps", type=int, help="training steps per job (default: the dataset's)")
+    parser.add_argument("--hparams", help="JSON object of hyperparameters for every job")
+    parser.add_argument("--holdout_fraction", type=float, help="default 0.2")
+    parser.add_argument("--single_test_envs", action="store_true", default=None,
+                        help="MDG only: one test environment per job")
+    parser.add_argument("--skip_confirmation", action="store_true")
+    return parser
+
+
+def resolve_jobs(args: argparse.Namespace, preset: Preset | None) -> list[SweepJob]:
+    """The sweep's jobs from the options, the preset's settings where no option is given,
+    and DomainBed's defaults where neither is. Raises ValueError naming a bad option."""
+
+    def setting(name: str):
+        value = getattr(args, name)
+        if value is None and preset is not None:
+            value = getattr(preset, name, None)
+        return DEFAULTS.get(name) if value is None else value
+
+    overrides = _parse_hparams(args.hparams)
+    if preset is None:
+        modes = (setting("mode"),)
+        names = dict.fromkeys(args.algorithms or algorithms.ALGORITHMS)  # in order, without repeats
+        variants = [Variant(name, name, args.hparams) for name in names]
+        dataset_names = list(dict.fromkeys(args.datasets or domainbed_sweep.DATASETS))
+    else:
+        modes = (args.mode,) if args.mode else preset.modes
+        variants = [
+            Variant(v.name, v.algorithm, v.hparams_json(preset.hparams, overrides))
+            for v in preset.variants
+            if not args.algorithms or v.algorithm in args.algorithms
+        ]
+        if not variants:
+            raise ValueError(f"--algorithms {' '.join(args.algorithms)} keeps none of the preset's variants "
+                             f"(their algorithms: {', '.join(sorted({v.algorithm for v in preset.variants}))})")
+        dataset_names = list(dict.fromkeys(args.datasets or preset.datasets))
+    _check_names("dataset", dataset_names, datasets.DATASETS)
+    _check_names("algorithm", [v.algorithm for v in variants], algorithms.ALGORITHMS)
+    n_hparams_from, n_hparams = setting("n_hparams_from"), setting("n_hparams")
+    if not 0 <= n_hparams_from < n_hparams:
+        raise ValueError(f"hparams seeds [{n_hparams_from}, {n_hparams}) are empty: "
+                         "need 0 <= --n_hparams_from < --n_hparams")
+    if setting("n_trials") < 1:
+        raise ValueError(f"--n_trials {setting('n_trials')} is not allowed; allowed: an integer >= 1")
+    if args.single_test_envs and "mdg" not in modes:
+        raise ValueError("--single_test_envs applies to --mode mdg only (SDG has one job per source environment)")
+    jobs = []
+    for mode in modes:
+        jobs += make_jobs(
+            mode=mode,
+            variants=variants,
+            dataset_names=dataset_names,
+            n_trials=setting("n_trials"),
+            n_hparams_from=n_hparams_from,
+            n_hparams=n_hparams,
+            steps=setting("steps"),
+            data_dir=args.data_dir,
+            output_dir=args.output_dir,
+            task=setting("task"),
+            holdout_fraction=setting("holdout_fraction"),
+            single_test_envs=mode == "mdg" and setting("single_test_envs"),
+        )
+    return jobs
+
+
+def _parse_hparams(text: str | None) -> dict:
+    if text is None:
+        return {}
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise ValueError(f"--hparams {text!r} is not valid JSON: {error}") from error
+    if not isinstance(value, dict):
+        raise ValueError(f"--hparams {text!r} is not allowed; allowed: a JSON object")
+    return value
+
+
+def _check_names(kind: str, names: Sequence[str], known: Sequence[str]) -> None:
+    unknown = [name for name in names if name not in known]
+    if unknown:
+        raise ValueError(f"unknown {kind}(s) {', '.join(unknown)}; allowed: {', '.join(known)}")
+
+
+def summary(jobs: Sequence[SweepJob]) -> str:
+    """How many jobs are done, incomplete and not launched."""
+    Job = domainbed_sweep.Job
+    count = {state: sum(job.state == state for job in jobs) for state in (Job.DONE, Job.INCOMPLETE, Job.NOT_LAUNCHED)}
+    return (f"{len(jobs)} jobs: {count[Job.DONE]} done, {count[Job.INCOMPLETE]} incomplete, "
+            f"{count[Job.NOT_LAUNCHED]} not launched.")
+
+
+def print_jobs(jobs: Sequence[SweepJob]) -> None:
+    for job in jobs:
+        print(f"{job.state}: {job.job.output_dir} {job.describe()}")
+    print(summary(jobs))
+
+
+def check_job_interpreter() -> str | None:
+    """``None`` when ``python`` on PATH, which the jobs' commands run, imports DomainBed
+    and has this plugin's start-up hook; otherwise why not."""
+    try:
+        result = subprocess.run(["python", "-c", INTERPRETER_PROBE], capture_output=True, text=True)
+    except FileNotFoundError:
+        return "there is no `python` on PATH"
+    if result.returncode == 0:
+        return None
+    if result.returncode == 3:
+        return "domainbed_dge's start-up hook is not installed for it (pip install domainbed-dge there)"
+    lines = result.stderr.strip().splitlines()
+    return lines[-1] if lines else f"it exited {result.returncode}"
+
+
+def confirm(question: str) -> bool:
+    try:
+        answer = input(f"{question} (y/n) ")
+    except EOFError:
+        answer = ""
+    return answer.strip().lower().startswith("y")
+
+
+def launch(jobs: Sequence[SweepJob], args: argparse.Namespace) -> None:
+    to_launch = [job for job in jobs if job.state == domainbed_sweep.Job.NOT_LAUNCHED]
+    incomplete = sum(job.state == domainbed_sweep.Job.INCOMPLETE for job in jobs)
+    if incomplete:
+        print(f"{incomplete} incomplete jobs are not relaunched (they may still be running); "
+              "`delete_incomplete` removes them so that `launch` redoes them.")
+    if not to_launch:
+        print("Nothing to launch.")
+        return
+    problems = check_batch_sizes([job.train_args for job in to_launch], args.data_dir, report=print)
+    if problems:
+        raise SystemExit(
+            "error: refusing to launch: a batch larger than a training split makes DomainBed's "
+            "InfiniteDataLoader spin forever:\n  " + "\n  ".join(problems) +
+            "\nLower batch_size (e.g. --hparams '{\"batch_size\": 8}'), use other hparams seeds, or more data."
+        )
+    if args.command_launcher not in DRY_LAUNCHERS:
+        why_not = check_job_interpreter()
+        if why_not is not None:
+            raise SystemExit(
+                f"error: the jobs run `python -m domainbed.scripts.train ...` with `python` from PATH, which "
+                f"cannot run them: {why_not}. Activate the environment where domainbed_dge is installed and "
+                "DomainBed is importable."
+            )
+    print(f"About to launch {len(to_launch)} jobs with the {args.command_launcher!r} launcher.")
+    if not args.skip_confirmation and not confirm("Are you sure?"):
+        print("Nothing launched.")
+        return
+    order = np.random.RandomState(args.seed).permutation(len(to_launch))
+    to_launch = [to_launch[index] for index in order]
+    for job in to_launch:
+        os.makedirs(job.job.output_dir, exist_ok=True)
+    launcher = command_launchers.REGISTRY[args.command_launcher]
+    if args.command_launcher in SERIAL_LAUNCHERS:
+        start = time.time()
+        for index, job in enumerate(to_launch, 1):
+            print(f"[{index}/{len(to_launch)}, {time.time() - start:.0f} s] {job.describe()} -> {job.job.output_dir}",
+                  flush=True)
+            launcher([job.job.command_str])
+    else:
+        launcher([job.job.command_str for job in to_launch])
+    print(f"Launched {len(to_launch)} jobs.")
+
+
+def delete_incomplete(jobs: Sequence[SweepJob], args: argparse.Namespace) -> None:
+    to_delete = [job.job for job in jobs if job.state == domainbed_sweep.Job.INCOMPLETE]
+    print(f"About to delete {len(to_delete)} incomplete jobs.")
+    if not to_delete:
+        return
+    if not args.skip_confirmation and not confirm("Are you sure?"):
+        print("Nothing deleted.")
+        return
+    domainbed_sweep.Job.delete(to_delete)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command == "launch" and args.command_launcher is None:
+        parser.error("launch needs --command_launcher (one of: " + ", ".join(sorted(command_launchers.REGISTRY)) + ")")
+    try:
+        preset = load_preset(args.preset) if args.preset else None
+        jobs = resolve_jobs(args, preset)
+    except (PresetError, ValueError) as error:
+        parser.error(str(error))
+    if preset is not None:
+        print(f"Preset {args.preset}: {preset.paper + ': ' if preset.paper else ''}{preset.description}")
+    print_jobs(jobs)
+    if args.command == "launch":
+        launch(jobs, args)
+    elif args.command == "delete_incomplete":
+        delete_incomplete(jobs, args)
+    if args.command != "list":
+        print("Now: " + summary([job.rescanned() for job in jobs]))
+
+
+if __name__ == "__main__":
+    main()
