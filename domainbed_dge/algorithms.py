@@ -62,6 +62,10 @@ class GradientEngine(host.Algorithm):
     def make_combiner(self) -> Combiner:
         raise NotImplementedError
 
+    def combiner_state(self) -> dict[str, torch.Tensor]:
+        """The algorithm's device tensors the combiner reads on the host each step."""
+        return {}
+
     def domains(self, minibatches):
         """The (x, y) batches whose gradients are the rows of G."""
         if self.single_source:
@@ -82,7 +86,12 @@ class GradientEngine(host.Algorithm):
             losses.append(loss.detach())
         prepared = self.combiner.prepare(gradients.matrix)
         fetched = _to_host(
-            {"gram": gram_statistics(gradients.matrix), "losses": torch.stack(losses), **prepared.fetch}
+            {
+                "gram": gram_statistics(gradients.matrix),
+                "losses": torch.stack(losses),
+                **self.combiner_state(),
+                **prepared.fetch,
+            }
         )
         gram = GradientGram.from_statistics(fetched.pop("gram"))
         losses = fetched.pop("losses")
@@ -129,7 +138,6 @@ class DGE(GradientEngine):
         # The weights live in a buffer so that state_dict() and .to() carry them.
         self.register_buffer("equilibrium_weights", torch.ones(self.num_gradient_domains))
         return EquilibriumCombiner(
-            self.equilibrium_weights,
             alpha=self.hparams["dge_alpha"],
             weight_lr=self.hparams["dge_weight_lr"],
             weight_steps=self.hparams["dge_weight_steps"],
@@ -137,6 +145,9 @@ class DGE(GradientEngine):
             reweight=self.hparams["dge_reweight"],
             update=self.hparams["dge_update"],
         )
+
+    def combiner_state(self):
+        return {"weights": self.equilibrium_weights}
 
 
 class GradAvg(GradientEngine):

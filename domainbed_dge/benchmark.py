@@ -128,12 +128,8 @@ def algorithm_class(method: str):
 
 
 def construct(method: str, args: argparse.Namespace, device: str) -> torch.nn.Module:
-    """``method`` for ``args.views`` explicit domains, seeded, built on ``device``.
-
-    Built there rather than moved with ``Module.to``: the engine's combiner keeps the
-    DGE weight buffer it was created with, and ``to`` replaces buffers (see
-    ``reports/performance.md``).
-    """
+    """``method`` for ``args.views`` explicit domains, seeded, built directly on
+    ``device`` (no host copy of ResNet-50 to move)."""
     torch.manual_seed(0)
     with random_init_resnets(), torch.device(device):
         return algorithm_class(method)(FEATURIZER_INPUT_SHAPE, NUM_CLASSES, args.views, hparams_for(method, args.model))

@@ -84,8 +84,7 @@ class AgreementCombiner(Combiner):
         self.noise = noise
 
     def prepare(self, G):
-        direction = peers.agr_rand(G) if self.noise else peers.agr_sum(G)
-        _, conflict = peers.agreement_mask(G)
+        direction, conflict = peers.agreement(G, noise=self.noise)
         fetch = {
             "conflict_fraction": conflict.sum() / conflict.numel(),
             "direction_norm": torch.linalg.vector_norm(direction),
@@ -103,14 +102,15 @@ class AgreementCombiner(Combiner):
 class EquilibriumCombiner(Combiner):
     """Domain Gradient Equilibrium (paper, Alg. 1 and Eqs. 2-9).
 
-    ``weights`` is the algorithm's buffer of equilibrium weights (Eq. 8), carried
-    across iterations; ``update="sequential"`` takes K steps, one per refined
+    The equilibrium weights (Eq. 8) are the algorithm's state, not the combiner's:
+    the engine fetches them with the step's statistics as ``fetched["weights"]``, so
+    they follow the module through ``.to()`` and ``load_state_dict()``.
+    ``update="sequential"`` takes K steps, one per refined
     direction ``d_k`` (the paper), ``"mean"`` one step with their mean.
     ``conflict_fraction`` is the share of ordered pairs adjusted by Eqs. 5-6.
     """
 
-    def __init__(self, weights: torch.Tensor, *, alpha, weight_lr, weight_steps, adjust, reweight, update):
-        self.weights = weights
+    def __init__(self, *, alpha, weight_lr, weight_steps, adjust, reweight, update):
         self.options = dict(
             alpha=alpha,
             weight_lr=weight_lr,
@@ -119,9 +119,6 @@ class EquilibriumCombiner(Combiner):
             reweight_specific=reweight,
         )
         self.update = update
-
-    def prepare(self, G):
-        return Prepared(fetch={"weights": self.weights})
 
     def plan(self, gram, fetched, prepared):
         step = equilibrium_mixing(gram, fetched["weights"], **self.options)

@@ -15,7 +15,6 @@ import torch
 from domainbed_dge.gram import GradientGram
 
 
-
 def grad_avg_mixing(num_domains: int) -> torch.Tensor:
     """The 1 x K mixing of the mean gradient."""
     return torch.full((1, num_domains), 1.0 / num_domains, dtype=torch.float64)
@@ -60,24 +59,37 @@ def agreement_mask(G: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return agree, conflict
 
 
+def agreement(
+    G: torch.Tensor, *, noise: bool, generator: torch.Generator | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Agr-Sum's direction (``noise=False``) or Agr-Rand's (``noise=True``), and the
+    conflict mask it was built from, with one pass of :func:`agreement_mask`.
+
+    Agr-Sum keeps ``sum_k g_k`` where all domains agree and zeroes the rest. Agr-Rand
+    fills the conflicting coordinates with N(0, 1) draws scaled by the mean absolute
+    value of the kept coordinates (zero when none is kept).
+    """
+    agree, conflict = agreement_mask(G)
+    kept = torch.where(agree, G.sum(dim=0), 0.0)
+    if not noise:
+        return kept, conflict
+    scale = kept.abs().sum() / agree.sum().clamp(min=1)
+    draws = torch.randn(G.shape[1], generator=generator, device=G.device, dtype=G.dtype)
+    return torch.where(conflict, draws * scale, kept), conflict
+
+
 def agr_sum(G: torch.Tensor) -> torch.Tensor:
     """Agr-Sum: ``sum_k g_k`` on the coordinates where all domains agree, else 0.
 
     >>> agr_sum(torch.tensor([[-4.0, 1.0, 1.0], [6.0, 1.0, 1.0]]))
     tensor([0., 2., 2.])
     """
-    agree, _ = agreement_mask(G)
-    return torch.where(agree, G.sum(dim=0), 0.0)
+    return agreement(G, noise=False)[0]
 
 
 def agr_rand(G: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-    """Agr-Rand: Agr-Sum, with N(0, 1) draws scaled by the mean absolute value of the
-    kept coordinates on the conflicting ones (zero when no coordinate is kept)."""
-    agree, conflict = agreement_mask(G)
-    kept = torch.where(agree, G.sum(dim=0), 0.0)
-    scale = kept.abs().sum() / agree.sum().clamp(min=1)
-    noise = torch.randn(G.shape[1], generator=generator, device=G.device, dtype=G.dtype)
-    return torch.where(conflict, noise * scale, kept)
+    """Agr-Rand: Agr-Sum, with scaled N(0, 1) draws on the conflicting coordinates."""
+    return agreement(G, noise=True, generator=generator)[0]
 
 
 def grad_avg(G: torch.Tensor) -> torch.Tensor:

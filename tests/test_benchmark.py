@@ -96,12 +96,6 @@ def test_loop_reference_tracks_the_engine_over_steps_in_float64(num_domains):
 
 
 @pytest.mark.domainbed
-@pytest.mark.xfail(
-    strict=True,
-    reason="EquilibriumCombiner keeps the equilibrium_weights tensor it was built with; "
-    "Module.to() (train.py's algorithm.to(device)) replaces the buffer, so the engine "
-    "reweights from the initial weights at every step",
-)
 def test_loop_reference_tracks_the_engine_after_module_to():
     engine, reference = (make(name, 4).to(torch.float64) for name in ("DGE", "LoopDGE"))
     for seed in range(2):
