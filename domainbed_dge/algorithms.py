@@ -63,7 +63,8 @@ class GradientEngine(host.Algorithm):
         raise NotImplementedError
 
     def combiner_state(self) -> dict[str, torch.Tensor]:
-        """The algorithm's device tensors the combiner reads on the host each step."""
+        """The algorithm's device tensors the combiner reads on the host each step
+        (fetched under these names) and renews through ``Plan.state``."""
         return {}
 
     def domains(self, minibatches):
@@ -116,8 +117,9 @@ class GradientEngine(host.Algorithm):
         else:
             gradients.set_direction(plan.direction)
             self.optimizer.step()
-        if plan.weights is not None:
-            self.equilibrium_weights.copy_(plan.weights, non_blocking=True)
+        state = self.combiner_state()
+        for name, value in plan.state.items():
+            state[name].copy_(value, non_blocking=True)
 
     def _gradient_matrix(self) -> GradientMatrix:
         if self._gradients is None or not self._gradients.fits(self.trainable, self.num_gradient_domains):

@@ -36,15 +36,16 @@ class Plan:
     Exactly one of ``mixing`` (n x K, host float64: n optimizer steps, the i-th with
     ``mixing[i] @ G``) and ``direction`` (a P-vector on the device: one step) is set.
     ``direction_norm`` is the explicit direction's norm (the engine derives it from the
-    Gram statistics for a mixing). ``diagnostics`` are Python floats; ``weights`` is
-    DGE's new equilibrium state, stored only if the step is taken.
+    Gram statistics for a mixing). ``diagnostics`` are Python floats; ``state`` holds
+    new host values for entries of the algorithm's ``combiner_state()`` (DGE's
+    ``weights``), stored only if the step is taken.
     """
 
     diagnostics: dict[str, float]
     mixing: torch.Tensor | None = None
     direction: torch.Tensor | None = None
     direction_norm: float | None = None
-    weights: torch.Tensor | None = None
+    state: dict[str, torch.Tensor] = field(default_factory=dict)
 
 
 class Combiner(ABC):
@@ -128,7 +129,7 @@ class EquilibriumCombiner(Combiner):
             "conflict_fraction": _pair_fraction(step.adjusted_pairs, gram.num_domains),
         }
         diagnostics.update({f"dge_weight_{k}": float(w) for k, w in enumerate(step.weights)})
-        return Plan(diagnostics, mixing=mixing, weights=step.weights)
+        return Plan(diagnostics, mixing=mixing, state={"weights": step.weights})
 
 
 def _pair_fraction(pairs: int, num_domains: int) -> float:
