@@ -29,7 +29,7 @@ from domainbed_dge.combiners import (
 )
 from domainbed_dge.gradients import GradientMatrix
 from domainbed_dge.gram import GradientGram, gram_statistics
-from domainbed_dge.views import ViewMaker, make_transform
+from domainbed_dge.views import view_maker_for
 
 
 class GradientEngine(host.Algorithm):
@@ -54,13 +54,25 @@ class GradientEngine(host.Algorithm):
         self.network = torch.nn.Sequential(self.featurizer, self.classifier)
         self.trainable = [p for p in self.network.parameters() if p.requires_grad]
         self.optimizer = _make_optimizer(self.trainable, hparams)
-        transform = make_transform(hparams["dge_augment"], hparams["dge_random_ops"], hparams["dge_magnitude"])
-        self.view_maker = ViewMaker(transform, hparams["dge_input_normalization"], input_shape[0])
+        # train.py seeds torch with the run's --seed just before building the algorithm.
+        self.view_maker = view_maker_for(hparams, input_shape[0], run_seed=torch.initial_seed())
+        if hparams["dge_view_sampling"] == "fixed":
+            self._keep_fixed_view_seeds()
         self.combiner = self.make_combiner()
         self._gradients: GradientMatrix | None = None
 
     def make_combiner(self) -> Combiner:
         raise NotImplementedError
+
+    def _keep_fixed_view_seeds(self) -> None:
+        """``fixed`` views: the seeds are a buffer, so checkpoints carry them and a
+        resumed run replays the same K views; the view maker keeps a host copy."""
+        self.register_buffer("fixed_view_seeds", torch.tensor(self.view_maker.seeds, dtype=torch.int64))
+
+        def reload_seeds(module, incompatible_keys):
+            module.view_maker.seeds = module.fixed_view_seeds.tolist()
+
+        self.register_load_state_dict_post_hook(reload_seeds)
 
     def combiner_state(self) -> dict[str, torch.Tensor]:
         """The algorithm's device tensors the combiner reads on the host each step
@@ -140,20 +152,30 @@ class DGE(GradientEngine):
         # The weights live in a buffer so that state_dict() and .to() carry them.
         self.register_buffer("equilibrium_weights", torch.ones(self.num_gradient_domains))
         return EquilibriumCombiner(
-            alpha=self.hparams["dge_alpha"],
-            weight_lr=self.hparams["dge_weight_lr"],
-            weight_steps=self.hparams["dge_weight_steps"],
-            adjust=self.hparams["dge_adjust"],
-            reweight=self.hparams["dge_reweight"],
-            update=self.hparams["dge_update"],
+            weights=self.hparams["dge_weights"], update=self.hparams["dge_update"], **equilibrium_options(self.hparams)
         )
 
     def combiner_state(self):
         return {"weights": self.equilibrium_weights}
 
 
+def equilibrium_options(hparams) -> dict:
+    """The keyword options of :func:`~domainbed_dge.equilibrium.equilibrate` that DGE's
+    hyperparameters set."""
+    return dict(
+        alpha=hparams["dge_alpha"],
+        weight_lr=hparams["dge_weight_lr"],
+        weight_steps=hparams["dge_weight_steps"],
+        adjust=hparams["dge_adjust"],
+        reweight=hparams["dge_reweight"],
+        adjust_against=hparams["dge_adjust_against"],
+    )
+
+
 class GradAvg(GradientEngine):
-    """Gradient averaging over the same domains (paper, Table 8)."""
+    """Gradient averaging over the same domains (paper, Table 8). With one clean view
+    (``dge_num_views: 1``, ``dge_augment: none``) it is the paper's vanilla Baseline,
+    trained with the engine's optimizer; with one augmented view, "Baseline + X"."""
 
     def make_combiner(self):
         return GradAvgCombiner()

@@ -255,11 +255,9 @@ def measure_methods(batches, args: argparse.Namespace) -> dict:
 
 def measure_views(batches, args: argparse.Namespace) -> dict:
     """RandAugment (DGE's default augmentation) making K views of one B-image batch."""
-    from domainbed_dge.views import ViewMaker, make_transform
+    from domainbed_dge.views import view_maker_for
 
-    hparams = hparams_for("DGE", args.model)
-    transform = make_transform(hparams["dge_augment"], hparams["dge_random_ops"], hparams["dge_magnitude"])
-    view_maker = ViewMaker(transform, hparams["dge_input_normalization"], FEATURIZER_INPUT_SHAPE[0])
+    view_maker = view_maker_for(hparams_for("DGE", args.model), FEATURIZER_INPUT_SHAPE[0], run_seed=0)
     x = batches[0][0]
     return measure_interleaved({"views": lambda: view_maker.views(x, args.views)}, args)["views"]
 

@@ -5,9 +5,10 @@
 For each dataset and each selection method (``source validation``: checkpoint and
 hyperparameters chosen on the source domain's ``out`` split; ``oracle``: on the
 target domains' ``out`` splits, as DomainBed's oracle; see ``domainbed_dge.results``):
-one row per algorithm (or labelled variant), one column per source domain and an
-``Avg`` column. A cell is the accuracy (%) on the target domains' ``in`` splits,
-averaged over the targets, as mean ± population standard deviation (ddof 0) over
+one row per algorithm (or labelled variant), one column per source domain that
+some run trained on, and an ``Avg`` column. A cell is the accuracy (%) on the target
+domains' ``in`` splits, averaged over the targets (a preset's ``targets`` when it
+names them), as mean ± population standard deviation (ddof 0) over
 trials, with the number of trials in parentheses; ``X`` where no trial ran. ``Avg`` is the
 mean of the row's source columns, ``X`` unless every source has one. Then, per
 method, the source x target accuracy matrix (mean over trials).
@@ -50,11 +51,11 @@ def format_cell(values: Sequence[float], fmt: str) -> str:
 
 def accuracy_table(results: DatasetResults, fmt: str) -> tuple[list[str], list[list[str]]]:
     """Header and rows of the per-source table."""
-    header = ["Algorithm", *results.environments, "Avg"]
+    header = ["Algorithm", *(results.environments[source] for source in results.sources), "Avg"]
     rows = []
     for method in results.methods:
         cells, means = [], []
-        for source in range(len(results.environments)):
+        for source in results.sources:
             accuracies = results.accuracies(method, source)
             cells.append(format_cell(accuracies, fmt))
             means.append(mean_and_std(accuracies)[0] if accuracies else None)
@@ -67,7 +68,9 @@ def matrix_table(results: DatasetResults, method: str) -> tuple[list[str], list[
     """Header and rows of the source x target matrix of ``method`` (in percent)."""
     header = ["source \\ target", *results.environments]
     rows = []
-    for source, row in enumerate(results.target_matrix(method)):
+    matrix = results.target_matrix(method)
+    for source in results.sources:
+        row = matrix[source]
         cells = ["-" if target == source else MISSING if value is None else f"{100 * value:.1f}"
                  for target, value in enumerate(row)]
         rows.append([results.environments[source], *cells])

@@ -106,27 +106,26 @@ class EquilibriumCombiner(Combiner):
     The equilibrium weights (Eq. 8) are the algorithm's state, not the combiner's:
     the engine fetches them with the step's statistics as ``fetched["weights"]``, so
     they follow the module through ``.to()`` and ``load_state_dict()``.
-    ``update="sequential"`` takes K steps, one per refined
-    direction ``d_k`` (the paper), ``"mean"`` one step with their mean.
+    ``weights="persistent"`` continues from them (Alg. 1 as written); ``"reset"``
+    starts every iteration from w = 1 (DESIGN 1b). ``update="sequential"`` takes K
+    steps, one per refined direction ``d_k`` (the paper), ``"mean"`` one step with
+    their mean. ``options`` are :func:`~domainbed_dge.equilibrium.equilibrate`'s.
     ``conflict_fraction`` is the share of ordered pairs adjusted by Eqs. 5-6.
     """
 
-    def __init__(self, *, alpha, weight_lr, weight_steps, adjust, reweight, update):
-        self.options = dict(
-            alpha=alpha,
-            weight_lr=weight_lr,
-            weight_steps=weight_steps,
-            adjust_specific=adjust,
-            reweight_specific=reweight,
-        )
+    def __init__(self, *, weights: str, update: str, **options):
+        self.options = options
+        self.weights = weights
         self.update = update
 
     def plan(self, gram, fetched, prepared):
-        step = equilibrium_mixing(gram, fetched["weights"], **self.options)
+        start = fetched["weights"] if self.weights == "persistent" else torch.ones(gram.num_domains, dtype=torch.float64)
+        step = equilibrium_mixing(gram, start, **self.options)
         mixing = step.mixing if self.update == "sequential" else step.mixing.mean(dim=0, keepdim=True)
         diagnostics = {
             "dge_adjusted_pairs": float(step.adjusted_pairs),
             "conflict_fraction": _pair_fraction(step.adjusted_pairs, gram.num_domains),
+            "dge_net_vs_gradavg": step.net_vs_gradavg,
         }
         diagnostics.update({f"dge_weight_{k}": float(w) for k, w in enumerate(step.weights)})
         return Plan(diagnostics, mixing=mixing, state={"weights": step.weights})

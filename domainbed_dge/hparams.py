@@ -13,7 +13,17 @@ from typing import Any, Callable
 import numpy as np
 
 ALGORITHMS = ("DGE", "GradAvg", "AgrSum", "AgrRand", "PCGrad")
-AUGMENTATIONS = ("randaugment", "rotation", "brightness", "rotation_brightness")
+#: Methods that compare domains: they need K >= 2 gradients. GradAvg with K = 1 is the
+#: paper's Baseline (one view per batch).
+NEEDS_TWO_DOMAINS = ("DGE", "AgrSum", "AgrRand", "PCGrad")
+#: ``none``: the views are the batch itself (the Baseline's vanilla training).
+AUGMENTATIONS = ("randaugment", "rotation", "brightness", "rotation_brightness", "none")
+#: DESIGN 1b: how each view draws its augmentation.
+VIEW_SAMPLINGS = ("batch", "image", "fixed")
+#: DESIGN 1b: weights kept across iterations (Alg. 1 as written) or reset to 1 each one.
+WEIGHT_MODES = ("persistent", "reset")
+#: DESIGN 1b: Eq. 5-6 project S_i against the already adjusted S_j, or the original one.
+ADJUST_AGAINST = ("adjusted", "original")
 NORMALIZATIONS = ("imagenet", "none")
 OPTIMIZERS = ("adam", "sgd")
 UPDATES = ("sequential", "mean")
@@ -55,10 +65,15 @@ def _fixed(value: Any) -> Callable[[Any], Any]:
 
 HPARAMS = (
     # Views and optimiser: shared by every algorithm of the engine.
-    HParam("dge_num_views", ALGORITHMS, _fixed(3), lambda r: int(r.choice([2, 3, 4])),
-           "an integer >= 2 (views per batch in SDG)", lambda v: _is_int(v) and v >= 2),
+    HParam("dge_num_views", NEEDS_TWO_DOMAINS, _fixed(3), lambda r: int(r.choice([2, 3, 4])),
+           "an integer >= 2 (views per batch in SDG; the method compares domains)", lambda v: _is_int(v) and v >= 2),
+    HParam("dge_num_views", ("GradAvg",), _fixed(3), lambda r: int(r.choice([2, 3, 4])),
+           "an integer >= 1 (views per batch in SDG; 1 is the paper's Baseline)", lambda v: _is_int(v) and v >= 1),
     HParam("dge_augment", ALGORITHMS, _fixed("randaugment"), _fixed("randaugment"),
            f"one of {', '.join(AUGMENTATIONS)}", _one_of(AUGMENTATIONS)),
+    HParam("dge_view_sampling", ALGORITHMS, _fixed("batch"), _fixed("batch"),
+           f"one of {', '.join(VIEW_SAMPLINGS)} (one draw per view batch, per image, or K draws fixed for the run)",
+           _one_of(VIEW_SAMPLINGS)),
     HParam("dge_random_ops", ALGORITHMS, _fixed(2), lambda r: int(r.randint(1, 8)),
            "an integer >= 1 (RandAugment's num_ops)", lambda v: _is_int(v) and v >= 1),
     HParam("dge_magnitude", ALGORITHMS, _fixed(9), lambda r: int(r.randint(5, 15)),
@@ -78,6 +93,12 @@ HPARAMS = (
            "a number > 0 (step size of Eq. 8)", lambda v: _is_number(v) and v > 0 and np.isfinite(v)),
     HParam("dge_weight_steps", ("DGE",), _fixed(1), lambda r: int(r.choice([1, 2, 5])),
            "an integer >= 0 (steps of Eq. 8 per iteration)", lambda v: _is_int(v) and v >= 0),
+    HParam("dge_weights", ("DGE",), _fixed("persistent"), _fixed("persistent"),
+           f"one of {', '.join(WEIGHT_MODES)} (Eq. 8's weights kept across iterations, or reset to 1)",
+           _one_of(WEIGHT_MODES)),
+    HParam("dge_adjust_against", ("DGE",), _fixed("adjusted"), _fixed("adjusted"),
+           f"one of {', '.join(ADJUST_AGAINST)} (Eqs. 5-6 project against the adjusted or the original S_j)",
+           _one_of(ADJUST_AGAINST)),
     HParam("dge_update", ("DGE",), _fixed("sequential"), _fixed("sequential"),
            f"one of {', '.join(UPDATES)}", _one_of(UPDATES)),
     HParam("dge_adjust", ("DGE",), _fixed(True), _fixed(True),

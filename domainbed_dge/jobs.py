@@ -61,9 +61,14 @@ class SweepJob:
         )
 
 
-def sdg_test_envs(num_environments: int) -> Iterator[list[int]]:
-    """One test-environment list per source environment: all environments but it."""
-    for source in range(num_environments):
+def sdg_test_envs(num_environments: int, sources: Sequence[int] | None = None) -> Iterator[list[int]]:
+    """One test-environment list per source environment (``sources``, default all):
+    all environments but it."""
+    if sources is None:
+        sources = range(num_environments)
+    for source in sources:
+        if not 0 <= source < num_environments:
+            raise ValueError(f"source environment {source} is not allowed; allowed: 0 .. {num_environments - 1}")
         yield [env for env in range(num_environments) if env != source]
 
 
@@ -79,13 +84,14 @@ def sdg_args_list(
     task: str,
     holdout_fraction: float,
     hparams: str | None,
+    sources: Sequence[int] | None = None,
 ) -> list[dict]:
     """train.py arguments for SDG, with the keys and seeds DomainBed's ``make_args_list``
     gives its jobs."""
     args_list = []
     for trial_seed in range(n_trials):
         for dataset in dataset_names:
-            for test_envs in sdg_test_envs(datasets.num_environments(dataset)):
+            for test_envs in sdg_test_envs(datasets.num_environments(dataset), sources):
                 for hparams_seed in range(n_hparams_from, n_hparams):
                     train_args = {
                         "dataset": dataset,
@@ -120,8 +126,11 @@ def make_jobs(
     task: str,
     holdout_fraction: float,
     single_test_envs: bool,
+    sources: Sequence[int] | None = None,
+    checkpoint_freq: int | None = None,
 ) -> list[SweepJob]:
-    """Every job of the sweep, variant by variant."""
+    """Every job of the sweep, variant by variant (SDG: of the ``sources``, default all;
+    ``checkpoint_freq``, when given, is passed to train.py)."""
     if mode not in MODES:
         raise ValueError(f"mode {mode!r} is not allowed; allowed: {', '.join(MODES)}")
     if single_test_envs and mode != "mdg":
@@ -140,11 +149,13 @@ def make_jobs(
             hparams=variant.hparams,
         )
         if mode == "sdg":
-            args_list = sdg_args_list(algorithm=variant.algorithm, **common)
+            args_list = sdg_args_list(algorithm=variant.algorithm, sources=sources, **common)
         else:
             args_list = domainbed_sweep.make_args_list(
                 algorithms=[variant.algorithm], single_test_envs=single_test_envs, **common
             )
+        if checkpoint_freq is not None:
+            args_list = [{**args, "checkpoint_freq": checkpoint_freq} for args in args_list]
         jobs.extend(SweepJob(variant, domainbed_sweep.Job(args, output_dir), output_dir) for args in args_list)
     return jobs
 

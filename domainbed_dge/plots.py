@@ -80,14 +80,14 @@ def accuracy_bars(results: DatasetResults):
     """Grouped bars of target accuracy by source domain (and their average)."""
     import numpy as np
 
-    groups = [*results.environments, "Avg"]
+    groups = [*(results.environments[source] for source in results.sources), "Avg"]
     colors = _colors(results.methods)
     figure = _figure(max(6.0, 1.2 * len(groups) * max(1, len(results.methods)) / 3), 4.5)
     axes = figure.add_subplot()
     width = 0.8 / len(results.methods)
     for index, method in enumerate(results.methods):
         means, stds = [], []
-        for source in range(len(results.environments)):
+        for source in results.sources:
             accuracies = [100 * value for value in results.accuracies(method, source)]
             means.append(statistics.fmean(accuracies) if accuracies else np.nan)
             stds.append(statistics.pstdev(accuracies) if accuracies else np.nan)

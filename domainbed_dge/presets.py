@@ -13,8 +13,16 @@ A preset is a JSON object with these keys:
 ``n_hparams`` (integers), ``steps`` (integer or null: the dataset's default)
     as the sweep options of the same names.
 ``holdout_fraction`` (number, default 0.2), ``single_test_envs`` (boolean, default
-false; MDG only)
+false; MDG only), ``checkpoint_freq`` (integer or null, default null: the dataset's)
     as the sweep options of the same names.
+``sources``, ``targets`` (lists of environment indices, default null: all; SDG only)
+    ``sources`` limits the jobs to those source environments; ``targets`` limits the
+    tables to those target environments (every environment but the source is still
+    a test environment, so none is trained on). The targets reach the results as the
+    hyperparameter ``"sweep_targets"``.
+``tunes`` (list of names from ``SHARED_SETTINGS``, default ``[]``)
+    the shared settings this preset's variants vary on purpose (a learning-rate
+    search); see :func:`fairness_problems`.
 ``hparams`` (object, default ``{}``)
     hyperparameters every variant gets.
 ``variants`` (list of objects ``{"name", "algorithm", "hparams"}``)
@@ -39,10 +47,21 @@ from typing import Any
 
 #: The hyperparameter that carries a variant's name into results.jsonl.
 VARIANT_HPARAM = "sweep_variant"
+#: The hyperparameter that carries a preset's target environments into results.jsonl.
+TARGETS_HPARAM = "sweep_targets"
 MODES = ("sdg", "mdg")
 
+#: What every method of a fair comparison shares (DESIGN 1b): set in the preset's
+#: ``hparams`` and overridden by no variant, unless the preset ``tunes`` it.
+SHARED_SETTINGS = ("dge_optimizer", "lr", "dge_momentum", "batch_size", "weight_decay")
+#: Marks a row of DomainBed's own ERM (always Adam) as an extra reference.
+REFERENCE_MARK = "reference"
+BASELINE = "Baseline"
+STEP_MATCHED_CONTROL = "GradAvg x K"
+
 _REQUIRED = ("description", "modes", "datasets", "n_trials", "n_hparams_from", "n_hparams", "steps", "variants")
-_OPTIONAL = {"paper": "", "holdout_fraction": 0.2, "single_test_envs": False, "hparams": {}}
+_OPTIONAL = {"paper": "", "holdout_fraction": 0.2, "single_test_envs": False, "sources": None, "targets": None,
+             "checkpoint_freq": None, "tunes": [], "hparams": {}}
 _VARIANT_KEYS = ("name", "algorithm", "hparams")
 
 
@@ -56,12 +75,15 @@ class PresetVariant:
     algorithm: str
     hparams: dict
 
-    def hparams_json(self, common: dict, overrides: dict) -> str | None:
+    def hparams_json(self, common: dict, overrides: dict, targets: list[int] | None = None) -> str | None:
         """The variant's ``--hparams``: the preset's, then ``overrides`` (the command
-        line's), then the variant's own, then its label; ``None`` when empty."""
+        line's), then the variant's own, then its label and the preset's targets;
+        ``None`` when empty."""
         merged = {**common, **overrides, **self.hparams}
         if self.name != self.algorithm:
             merged[VARIANT_HPARAM] = self.name
+        if targets is not None:
+            merged[TARGETS_HPARAM] = list(targets)
         return json.dumps(merged, sort_keys=True) if merged else None
 
 
@@ -78,6 +100,10 @@ class Preset:
     steps: int | None
     holdout_fraction: float
     single_test_envs: bool
+    sources: tuple[int, ...] | None
+    targets: tuple[int, ...] | None
+    checkpoint_freq: int | None
+    tunes: tuple[str, ...]
     hparams: dict
     variants: tuple[PresetVariant, ...]
 
@@ -128,14 +154,26 @@ def parse_preset(data: Any, path: str = "<preset>") -> Preset:
     check("n_hparams", is_int(values["n_hparams"], values["n_hparams_from"] + 1)
           if is_int(values["n_hparams_from"], 0) else False, "an integer > n_hparams_from")
     check("steps", values["steps"] is None or is_int(values["steps"], 1), "an integer >= 1 or null")
+    check("checkpoint_freq", values["checkpoint_freq"] is None or is_int(values["checkpoint_freq"], 1),
+          "an integer >= 1 or null")
     check("holdout_fraction", isinstance(values["holdout_fraction"], (int, float))
           and not isinstance(values["holdout_fraction"], bool) and 0 < values["holdout_fraction"] < 1,
           "a number in (0, 1)")
     check("single_test_envs", isinstance(values["single_test_envs"], bool), "true or false")
     check("single_test_envs", not values["single_test_envs"] or "mdg" in values["modes"],
           "true only when modes include mdg")
+    for key in ("sources", "targets"):
+        check(key, values[key] is None or (isinstance(values[key], list) and bool(values[key])
+              and all(is_int(env, 0) for env in values[key]) and len(set(values[key])) == len(values[key])),
+              "null or a non-empty list of distinct environment indices (integers >= 0)")
+        check(key, values[key] is None or values["modes"] == ["sdg"], "null unless modes is [\"sdg\"]")
+    check("targets", not set(values["targets"] or ()) & set(values["sources"] or ()),
+          "environments that are not sources")
+    check("tunes", isinstance(values["tunes"], list) and set(values["tunes"]) <= set(SHARED_SETTINGS),
+          f"a list of names from {', '.join(SHARED_SETTINGS)}")
     check("hparams", isinstance(values["hparams"], dict), "a JSON object")
-    check("hparams", VARIANT_HPARAM not in values["hparams"], f"an object without {VARIANT_HPARAM!r} (variants set it)")
+    for key in (VARIANT_HPARAM, TARGETS_HPARAM):
+        check("hparams", key not in values["hparams"], f"an object without {key!r} (the preset sets it)")
     check("variants", isinstance(values["variants"], list) and bool(values["variants"]), "a non-empty list")
     variants = tuple(_parse_variant(item, index, fail) for index, item in enumerate(values["variants"]))
     names = [variant.name for variant in variants]
@@ -154,6 +192,10 @@ def parse_preset(data: Any, path: str = "<preset>") -> Preset:
         steps=values["steps"],
         holdout_fraction=float(values["holdout_fraction"]),
         single_test_envs=values["single_test_envs"],
+        sources=None if values["sources"] is None else tuple(values["sources"]),
+        targets=None if values["targets"] is None else tuple(values["targets"]),
+        checkpoint_freq=values["checkpoint_freq"],
+        tunes=tuple(values["tunes"]),
         hparams=values["hparams"],
         variants=variants,
     )
@@ -172,6 +214,53 @@ def _parse_variant(item: Any, index: int, fail) -> PresetVariant:
     hparams = item.get("hparams", {})
     if not isinstance(hparams, dict):
         raise fail(f"{where}.hparams = {hparams!r} is not allowed; allowed: a JSON object")
-    if VARIANT_HPARAM in hparams:
-        raise fail(f"{where}.hparams sets {VARIANT_HPARAM!r}, which the variant's name sets")
+    for key in (VARIANT_HPARAM, TARGETS_HPARAM):
+        if key in hparams:
+            raise fail(f"{where}.hparams sets {key!r}, which the preset sets")
     return PresetVariant(item["name"], item["algorithm"], hparams)
+
+
+def fairness_problems(preset: Preset) -> list[str]:
+    """How ``preset`` breaks the rules of a like-with-like comparison (empty: none).
+
+    * Every variant of the engine's algorithms sets each of ``SHARED_SETTINGS`` to the
+      same value, from the preset's ``hparams`` (unless the preset ``tunes`` it).
+    * DomainBed's own algorithms (ERM: always Adam) appear only as rows whose name
+      says ``reference``.
+    * ``Baseline`` is vanilla training: GradAvg with one clean view; ``Baseline + X``
+      is GradAvg with one view augmented with X (Table 9).
+    * ``GradAvg x K`` is the step-matched control: DGE with adjustment and
+      reweighting off and sequential updates (K steps of the mean gradient).
+    """
+    from domainbed_dge.hparams import ALGORITHMS
+
+    problems = []
+    engine_variants = [variant for variant in preset.variants if variant.algorithm in ALGORITHMS]
+    for name in SHARED_SETTINGS:
+        if name in preset.tunes:
+            continue
+        if name not in preset.hparams:
+            problems.append(f"hparams do not set {name!r}, which every method must share")
+        for variant in engine_variants:
+            if name in variant.hparams and variant.hparams[name] != preset.hparams.get(name):
+                problems.append(f"variant {variant.name!r} sets {name} = {variant.hparams[name]!r}, "
+                                f"not the shared {preset.hparams.get(name)!r}")
+    for variant in preset.variants:
+        merged = {**preset.hparams, **variant.hparams}
+        if variant.algorithm not in ALGORITHMS and REFERENCE_MARK not in variant.name:
+            problems.append(f"variant {variant.name!r} runs DomainBed's {variant.algorithm} with its own optimizer; "
+                            f"name it as a {REFERENCE_MARK} row")
+        if variant.name.startswith(BASELINE):
+            augment = merged.get("dge_augment", "randaugment")
+            augmented = variant.name != BASELINE and not variant.name.startswith(f"{BASELINE} (")
+            if variant.algorithm != "GradAvg" or merged.get("dge_num_views") != 1:
+                problems.append(f"variant {variant.name!r} must be GradAvg with dge_num_views 1")
+            elif augmented == (augment == "none"):
+                wanted = "an augmentation (Baseline + X)" if augmented else "dge_augment 'none' (vanilla training)"
+                problems.append(f"variant {variant.name!r} must have {wanted}, has {augment!r}")
+        if variant.name == STEP_MATCHED_CONTROL and not (
+                variant.algorithm == "DGE" and merged.get("dge_adjust") is False
+                and merged.get("dge_reweight") is False and merged.get("dge_update", "sequential") == "sequential"):
+            problems.append(f"variant {variant.name!r} must be DGE with dge_adjust and dge_reweight false, "
+                            "sequential updates")
+    return problems

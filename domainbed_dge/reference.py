@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from domainbed_dge.algorithms import DGE
+from domainbed_dge.algorithms import DGE, equilibrium_options
 
 #: One tensor per trainable parameter.
 Gradient = list[torch.Tensor]
@@ -39,6 +39,7 @@ def reference_equilibrate(
     weight_steps: int,
     adjust: bool = True,
     reweight: bool = True,
+    adjust_against: str = "adjusted",
 ) -> tuple[list[Gradient], list[float], int]:
     """Refine K per-parameter domain gradients; return the directions ``d_k``, the new
     weights and the number of adjusted ordered pairs."""
@@ -47,22 +48,25 @@ def reference_equilibrate(
     # Decompose (Eqs. 2-3).
     invariant = [sum(g[p] for g in gradients) / K for p in range(num_parameters)]
     specific = [[g[p] - invariant[p] for p in range(num_parameters)] for g in gradients]
-    # Adjust (Eqs. 5-6): S_i in place, against the current S_j.
+    # Adjust (Eqs. 5-6): S_i in place, against the current S_j ("adjusted") or the
+    # unadjusted S_j ("original").
     adjusted = 0
     if adjust:
+        original = [list(s) for s in specific]
         for i in range(K):
             for j in range(K):
                 if i == j:
                     continue
-                inner = float(dot(specific[i], specific[j]))
+                other = specific[j] if adjust_against == "adjusted" else original[j]
+                inner = float(dot(specific[i], other))
                 norm_i_sq = float(dot(specific[i], specific[i]))
-                norm_j_sq = float(dot(specific[j], specific[j]))
+                norm_j_sq = float(dot(other, other))
                 if norm_i_sq <= 0 or norm_j_sq <= 0:
                     continue
                 cosine = min(1.0, inner / (norm_i_sq * norm_j_sq) ** 0.5)  # rounding can exceed 1
                 if cosine > alpha:
                     scale = inner / norm_j_sq
-                    specific[i] = [s_i - scale * s_j for s_i, s_j in zip(specific[i], specific[j])]
+                    specific[i] = [s_i - scale * s_j for s_i, s_j in zip(specific[i], other)]
                     adjusted += 1
     # Reweight (Eqs. 7-8): projected gradient steps on |sum_k w_k S'_k|^2 / sum_k |S'_k|^2.
     weights = [float(w) for w in weights]
@@ -90,15 +94,8 @@ class LoopDGE(DGE):
             loss = F.cross_entropy(self.predict(x), y)
             gradients.append(list(torch.autograd.grad(loss, self.trainable)))
             losses.append(loss.item())
-        directions, weights, adjusted = reference_equilibrate(
-            gradients,
-            self.equilibrium_weights.tolist(),
-            alpha=self.hparams["dge_alpha"],
-            weight_lr=self.hparams["dge_weight_lr"],
-            weight_steps=self.hparams["dge_weight_steps"],
-            adjust=self.hparams["dge_adjust"],
-            reweight=self.hparams["dge_reweight"],
-        )
+        start = self.equilibrium_weights.tolist() if self.hparams["dge_weights"] == "persistent" else [1.0] * len(gradients)
+        directions, weights, adjusted = reference_equilibrate(gradients, start, **equilibrium_options(self.hparams))
         if self.hparams["dge_update"] == "mean":
             directions = [[sum(pieces) / len(directions) for pieces in zip(*directions)]]
         for direction in directions:

@@ -4,7 +4,9 @@ A record is one line of a job's ``results.jsonl`` (one checkpoint). It is SDG wh
 ``args.test_envs`` are every environment but one, the source. Records are grouped into
 runs (one per results file and job), runs into cells: (dataset, method, source,
 trial). The method is the record's ``hparams.sweep_variant`` when set (see
-``domainbed_dge.presets``), else its algorithm.
+``domainbed_dge.presets``), else its algorithm. The targets are the record's
+``hparams.sweep_targets`` when set (a preset's ``targets``), else every environment
+but the source.
 
 Model selection, per cell, as DomainBed's ``model_selection`` does per test
 environment:
@@ -34,7 +36,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Callable, Iterable
 
-from domainbed_dge.presets import VARIANT_HPARAM
+from domainbed_dge.presets import TARGETS_HPARAM, VARIANT_HPARAM
 
 SOURCE_VALIDATION = "source validation"
 ORACLE = "oracle"
@@ -64,11 +66,13 @@ class Run:
     num_environments: int
     trial_seed: int
     hparams_seed: int
+    declared_targets: tuple[int, ...] | None = None
     records: list = field(default_factory=list)
 
     @property
     def targets(self) -> list[int]:
-        return [env for env in range(self.num_environments) if env != self.source]
+        candidates = range(self.num_environments) if self.declared_targets is None else self.declared_targets
+        return [env for env in candidates if env != self.source]
 
     def target_accuracy(self, record: dict, split: str = "in") -> float:
         return sum(record[f"env{env}_{split}_acc"] for env in self.targets) / len(self.targets)
@@ -130,6 +134,10 @@ def check_record(record) -> int:
     hparams = record.get("hparams", {})
     if not isinstance(hparams, dict):
         raise BadRecord("'hparams' is not an object")
+    targets = hparams.get(TARGETS_HPARAM)
+    if targets is not None and not (isinstance(targets, list) and targets and all(
+            isinstance(env, int) and env in args["test_envs"] for env in targets)):
+        raise BadRecord(f"hparams.{TARGETS_HPARAM} {targets!r} is not a non-empty list of test environments")
     return num_environments
 
 
@@ -174,11 +182,13 @@ def load_runs(input_dir: str, warn: Callable[[str], None] = warn_to_stderr) -> L
                     loaded.other_records += 1
                     continue
                 method = record.get("hparams", {}).get(VARIANT_HPARAM) or args["algorithm"]
+                targets = record.get("hparams", {}).get(TARGETS_HPARAM)
+                targets = None if targets is None else tuple(targets)
                 key = (path, args["dataset"], method, args["algorithm"], min(sources), num_environments,
-                       args["trial_seed"], args["hparams_seed"])
+                       args["trial_seed"], args["hparams_seed"], targets)
                 if key not in runs:
                     runs[key] = Run(path, args["dataset"], str(method), args["algorithm"], min(sources),
-                                    num_environments, args["trial_seed"], args["hparams_seed"])
+                                    num_environments, args["trial_seed"], args["hparams_seed"], targets)
                 runs[key].records.append(record)
     for run in runs.values():
         run.records.sort(key=lambda record: record["step"])
@@ -254,6 +264,8 @@ class DatasetResults:
     environments: list
     methods: list
     selections: dict
+    #: The source environments some run trained on, in order.
+    sources: list
 
     @classmethod
     def build(cls, runs: list[Run], selections: dict[tuple, Selection]) -> list[DatasetResults]:
@@ -268,6 +280,7 @@ class DatasetResults:
                 environments=environment_names(dataset, num_environments),
                 methods=method_order(algorithm_of, algorithm_of),
                 selections={cell: chosen for cell, chosen in selections.items() if cell[0] == dataset},
+                sources=sorted({run.source for run in dataset_runs}),
             ))
         return built
 
@@ -283,12 +296,13 @@ class DatasetResults:
 
     def target_matrix(self, method: str) -> list[list[float | None]]:
         """``[source][target]``: accuracy on the target's ``in`` split, mean over trials;
-        ``None`` on the diagonal and where no trial ran."""
+        ``None`` on the diagonal, for environments that are not targets, and where no
+        trial ran."""
         size = len(self.environments)
         matrix: list[list[float | None]] = [[None] * size for _ in range(size)]
         for source in range(size):
             trials = self.trials(method, source)
             for target in range(size):
-                if target != source and trials:
+                if trials and all(target in t.target_accuracies() for t in trials):
                     matrix[source][target] = sum(t.target_accuracies()[target] for t in trials) / len(trials)
         return matrix

@@ -94,6 +94,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--n_trials", type=int, help="trial seeds 0 .. n_trials - 1 (default 3)")
     parser.add_argument("--command_launcher", choices=sorted(command_launchers.REGISTRY), help="required for launch")
     parser.add_argument("--steps", type=int, help="training steps per job (default: the dataset's)")
+    parser.add_argument("--checkpoint_freq", type=int,
+                        help="steps between checkpoints, passed to train.py (default: the dataset's)")
     parser.add_argument("--hparams", help="JSON object of hyperparameters for every job")
     parser.add_argument("--holdout_fraction", type=float, help="default 0.2")
     parser.add_argument("--single_test_envs", action="store_true", default=None,
@@ -121,7 +123,7 @@ def resolve_jobs(args: argparse.Namespace, preset: Preset | None) -> list[SweepJ
     else:
         modes = (args.mode,) if args.mode else preset.modes
         variants = [
-            Variant(v.name, v.algorithm, v.hparams_json(preset.hparams, overrides))
+            Variant(v.name, v.algorithm, v.hparams_json(preset.hparams, overrides, preset.targets))
             for v in preset.variants
             if not args.algorithms or v.algorithm in args.algorithms
         ]
@@ -154,6 +156,8 @@ def resolve_jobs(args: argparse.Namespace, preset: Preset | None) -> list[SweepJ
             task=setting("task"),
             holdout_fraction=setting("holdout_fraction"),
             single_test_envs=mode == "mdg" and setting("single_test_envs"),
+            sources=None if preset is None else preset.sources,
+            checkpoint_freq=setting("checkpoint_freq"),
         )
     return jobs
 
