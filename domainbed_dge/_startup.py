@@ -1,8 +1,9 @@
 """The start-up hook, run from the ``domainbed_dge.pth`` line at interpreter start.
 
 It installs an import finder that, when one of the DomainBed modules named in
-``registration.PATCHES`` is imported, lets the module load normally and then calls
-its patch. It imports neither torch nor DomainBed, costs one dictionary lookup per
+``plugin.registration.PATCHES`` is imported, lets the module load normally and then
+calls its patch. It imports neither torch nor DomainBed (``registration`` imports
+only the standard library until a patch runs), costs one dictionary lookup per
 import, prints nothing, and a failing patch only warns: DomainBed still imports.
 """
 
@@ -10,7 +11,7 @@ import importlib.abc
 import sys
 import warnings
 
-PATCHED_MODULES = frozenset({"domainbed.algorithms", "domainbed.hparams_registry", "domainbed.command_launchers"})
+from domainbed_dge.plugin.registration import PATCHES
 
 
 class _PatchingLoader(importlib.abc.Loader):
@@ -26,8 +27,6 @@ class _PatchingLoader(importlib.abc.Loader):
     def exec_module(self, module):
         self._loader.exec_module(module)
         try:
-            from domainbed_dge.registration import PATCHES
-
             patch = PATCHES.get(module.__name__)
             if patch is not None:
                 patch(module)
@@ -45,7 +44,7 @@ class PatchingFinder(importlib.abc.MetaPathFinder):
     """Finds DomainBed's modules with the other finders and wraps their loader."""
 
     def find_spec(self, fullname, path, target=None):
-        if fullname not in PATCHED_MODULES:
+        if fullname not in PATCHES:
             return None
         for finder in sys.meta_path:
             if finder is self or not hasattr(finder, "find_spec"):

@@ -14,10 +14,10 @@ environments (``--single_test_envs`` for one at a time). Jobs are DomainBed's ow
 ``Job``: same output directories (a hash of the job's arguments) and the same
 literal ``python -m domainbed.scripts.train ...`` commands, run by any launcher of
 ``domainbed.command_launchers.REGISTRY`` (``submitit`` is added by this plugin, see
-``domainbed_dge.launchers``).
+``domainbed_dge.plugin.launchers``).
 
 ``--preset FILE`` takes the datasets, trials, steps, hyperparameters and algorithm
-variants from a JSON preset (see ``domainbed_dge.presets``). Options given on the
+variants from a JSON preset (see ``domainbed_dge.experiments.presets``). Options given on the
 command line win over the preset's; ``--algorithms`` keeps the variants of those
 algorithms; ``--hparams`` is merged into each variant's (the variant's own keys win).
 
@@ -25,7 +25,7 @@ algorithms; ``--hparams`` is merged into each variant's (the variant's own keys 
 resumes a sweep. Incomplete jobs (a directory without ``done``) are left alone, as they
 may still be running; ``delete_incomplete`` removes them so that ``launch`` redoes them.
 Before launching it refuses jobs whose batch size exceeds a training environment's
-in-split (see ``domainbed_dge.batch_guard``), and jobs that ``python`` on PATH cannot
+in-split (see ``domainbed_dge.experiments.batch_guard``), and jobs that ``python`` on PATH cannot
 run. It ends with how many jobs are done, incomplete and not launched.
 """
 
@@ -42,9 +42,9 @@ import numpy as np
 from domainbed import algorithms, command_launchers, datasets
 from domainbed.scripts import sweep as domainbed_sweep
 
-from domainbed_dge.batch_guard import check_batch_sizes
-from domainbed_dge.jobs import MODES, SweepJob, Variant, make_jobs
-from domainbed_dge.presets import Preset, PresetError, load_preset
+from domainbed_dge.experiments.batch_guard import check_batch_sizes
+from domainbed_dge.experiments.jobs import MODES, SweepJob, Variant, make_jobs
+from domainbed_dge.experiments.presets import Preset, PresetError, load_preset
 
 COMMANDS = ("launch", "delete_incomplete", "list")
 #: Launchers that run their commands one after the other before returning: the sweep

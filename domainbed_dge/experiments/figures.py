@@ -1,0 +1,195 @@
+"""Figures of single-domain generalization (SDG) results, drawn with matplotlib's Agg
+renderer (no display needed), per dataset:
+
+``<dataset>_accuracy.png``
+    grouped bars: accuracy (%) on the target domains' ``in`` splits, averaged over
+    the targets, for each source domain (and their average), one bar per method;
+    mean over trials with their standard deviation as error bars.
+``<dataset>_source-<domain>_curves.png``
+    loss, source validation accuracy (the source's ``out`` split) and target accuracy
+    against the training step, one line per method.
+``<dataset>_source-<domain>_diagnostics.png``
+    DGE's equilibrium weights ``dge_weight_<k>`` and the engine's diagnostics, each on
+    its own axes (``dge_net_vs_gradavg``, ``pair_conflict_fraction`` for DGE and
+    PCGrad, ``coordinate_conflict_fraction`` for Agr-*, ``grad_cosine``,
+    ``direction_norm_ratio``, ``dge_adjusted_pairs``) against the step, for the
+    methods that log them; written only where some run does.
+
+Every figure uses the runs chosen by source-validation selection (see
+``experiments.selection``), one per trial; curves are the mean over trials at the
+steps all of them logged. Methods are labelled as in the tables.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import statistics
+from typing import Sequence
+
+from domainbed_dge.experiments.records import Run, load_runs
+from domainbed_dge.experiments.selection import SOURCE_VALIDATION, select
+from domainbed_dge.experiments.tables import DatasetResults
+
+DIAGNOSTICS = ("dge_net_vs_gradavg", "pair_conflict_fraction", "coordinate_conflict_fraction", "grad_cosine",
+               "direction_norm_ratio", "dge_adjusted_pairs")
+WEIGHT_KEY = re.compile(r"^dge_weight_(\d+)$")
+DPI = 120
+
+
+def _figure(width: float, height: float):
+    """A figure drawn by the Agg renderer, independent of pyplot's global state."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(width, height), layout="constrained")
+    FigureCanvasAgg(figure)
+    return figure
+
+
+def _colors(methods: Sequence[str]) -> dict[str, tuple]:
+    from matplotlib import colormaps
+
+    palette = colormaps["tab10" if len(methods) <= 10 else "tab20"]
+    return {method: palette(index % palette.N) for index, method in enumerate(methods)}
+
+
+def safe_name(text: str) -> str:
+    """``text`` usable in a file name."""
+    return re.sub(r"[^A-Za-z0-9.+-]", "_", text)
+
+
+def mean_curve(runs: Sequence[Run], value_of) -> tuple[list[float], list[float]]:
+    """Steps logged by every run (where ``value_of(run, record)`` is not None) and the
+    mean value there."""
+    per_run = []
+    for run in runs:
+        values = {}
+        for record in run.records:
+            value = value_of(run, record)
+            if value is not None:
+                values[record["step"]] = value
+        per_run.append(values)
+    steps = sorted(set.intersection(*(set(values) for values in per_run))) if per_run else []
+    return steps, [statistics.fmean(values[step] for values in per_run) for step in steps]
+
+
+def accuracy_bars(results: DatasetResults):
+    """Grouped bars of target accuracy by source domain (and their average)."""
+    import numpy as np
+
+    groups = [*(results.environments[source] for source in results.sources), "Avg"]
+    colors = _colors(results.methods)
+    figure = _figure(max(6.0, 1.2 * len(groups) * max(1, len(results.methods)) / 3), 4.5)
+    axes = figure.add_subplot()
+    width = 0.8 / len(results.methods)
+    for index, method in enumerate(results.methods):
+        means, stds = [], []
+        for source in results.sources:
+            accuracies = [100 * value for value in results.accuracies(method, source)]
+            means.append(statistics.fmean(accuracies) if accuracies else np.nan)
+            stds.append(statistics.pstdev(accuracies) if accuracies else np.nan)
+        means.append(np.mean(means))  # NaN unless every source has a value
+        stds.append(np.nan)
+        positions = np.arange(len(groups)) - 0.4 + width * (index + 0.5)
+        axes.bar(positions, means, width, yerr=stds, capsize=2, label=method, color=colors[method])
+    axes.set_xticks(np.arange(len(groups)), groups)
+    axes.set_xlabel("source domain")
+    axes.set_ylabel("target accuracy (%)")
+    axes.set_title(f"{results.dataset}: SDG accuracy on the target domains\n({SOURCE_VALIDATION} selection, "
+                   "mean and std over trials)")
+    axes.legend(fontsize="small", ncols=min(4, len(results.methods)))
+    return figure
+
+
+def training_curves(results: DatasetResults, source: int):
+    """Loss, source validation accuracy and target accuracy against the step."""
+    panels = (
+        ("training loss", lambda run, record: record.get("loss")),
+        ("source validation accuracy (%)", lambda run, record: 100 * record[f"env{run.source}_out_acc"]),
+        ("target accuracy (%)", lambda run, record: 100 * run.target_accuracy(record)),
+    )
+    colors = _colors(results.methods)
+    figure = _figure(13, 3.8)
+    axes_row = figure.subplots(1, len(panels))
+    for axes, (label, value_of) in zip(axes_row, panels):
+        for method in results.methods:
+            runs = [selection.run for selection in results.trials(method, source)]
+            if not runs:
+                continue
+            steps, values = mean_curve(runs, value_of)
+            axes.plot(steps, values, marker=".", label=method, color=colors[method])
+        axes.set_xlabel("step")
+        axes.set_ylabel(label)
+    axes_row[0].legend(fontsize="small")
+    figure.suptitle(f"{results.dataset}, source {results.environments[source]}: training curves (mean over trials)")
+    return figure
+
+
+def diagnostics(results: DatasetResults, source: int):
+    """DGE's weights and the engine's diagnostics against the step; ``None`` when no
+    run logs any."""
+    colors = _colors(results.methods)
+    selected = {method: [s.run for s in results.trials(method, source)] for method in results.methods}
+    logged = {key for runs in selected.values() for run in runs for record in run.records for key in record}
+    weight_keys = sorted((key for key in logged if WEIGHT_KEY.match(key)),
+                         key=lambda key: int(WEIGHT_KEY.match(key)[1]))
+    panels = [key for key in DIAGNOSTICS if key in logged]
+    if not weight_keys and not panels:
+        return None
+    columns = (2 + len(panels)) // 2
+    figure = _figure(4.4 * columns, 7)
+    grid = figure.subplots(2, columns, squeeze=False).ravel()
+    for axes in grid[1 + len(panels):]:
+        axes.set_visible(False)
+    styles = ("-", "--", ":", "-.")
+    weights_axes = grid[0]
+    for method, runs in selected.items():
+        for k, key in enumerate(weight_keys):
+            steps, values = mean_curve(runs, lambda run, record, key=key: record.get(key))
+            if steps:
+                weights_axes.plot(steps, values, linestyle=styles[k % len(styles)], marker=".",
+                                  color=colors[method], label=f"{method} w{WEIGHT_KEY.match(key)[1]}")
+    weights_axes.set_title("equilibrium weights dge_weight_k")
+    weights_axes.set_xlabel("step")
+    if weights_axes.lines:
+        weights_axes.legend(fontsize="x-small")
+    for axes, key in zip(grid[1:], panels):
+        for method, runs in selected.items():
+            steps, values = mean_curve(runs, lambda run, record, key=key: record.get(key))
+            if steps:
+                axes.plot(steps, values, marker=".", color=colors[method], label=method)
+        axes.set_title(key)
+        axes.set_xlabel("step")
+        axes.legend(fontsize="x-small")
+    figure.suptitle(f"{results.dataset}, source {results.environments[source]}: DGE weights and gradient "
+                    "diagnostics (mean over trials)")
+    return figure
+
+
+def figures(results: DatasetResults) -> dict:
+    """``{file name: figure}`` for one dataset."""
+    prefix = safe_name(results.dataset)
+    made = {f"{prefix}_accuracy.png": accuracy_bars(results)}
+    for source, name in enumerate(results.environments):
+        if not any(results.trials(method, source) for method in results.methods):
+            continue
+        stem = f"{prefix}_source-{safe_name(name)}"
+        made[f"{stem}_curves.png"] = training_curves(results, source)
+        figure = diagnostics(results, source)
+        if figure is not None:
+            made[f"{stem}_diagnostics.png"] = figure
+    return made
+
+
+def write_figures(input_dir: str, output_dir: str) -> list[str]:
+    """Every figure for the SDG runs under ``input_dir``; returns the files written."""
+    loaded = load_runs(input_dir)
+    os.makedirs(output_dir, exist_ok=True)
+    written = []
+    for results in DatasetResults.build(loaded.runs, select(loaded.runs, SOURCE_VALIDATION)):
+        for name, figure in figures(results).items():
+            path = os.path.join(output_dir, name)
+            figure.savefig(path, dpi=DPI)
+            written.append(path)
+    return written

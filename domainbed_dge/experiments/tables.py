@@ -1,0 +1,278 @@
+"""SDG tables: selections arranged per dataset, rendered as text, markdown or LaTeX.
+
+For each dataset and selection method (see ``experiments.selection``): one row per
+method, one column per source domain that some run trained on, and an ``Avg`` column.
+A cell is the accuracy (%) on the target domains' ``in`` splits, averaged over the
+targets (a preset's ``targets`` when it names them), as mean ± population standard
+deviation (ddof 0) over trials, with the number of trials in parentheses; ``X`` where
+no trial ran. ``Avg`` is the mean of the row's source columns, ``X`` unless every
+source has one. Then, per method, the source x target accuracy matrix (mean over
+trials), and, where the reference row is there, each method's paired difference to it
+over (source, trial) pairs with a 95 % Student-t interval.
+"""
+
+from __future__ import annotations
+
+import statistics
+from dataclasses import dataclass
+from typing import Iterable, Sequence
+
+from domainbed_dge.experiments.records import Loaded, Run, label_of
+from domainbed_dge.experiments.selection import SELECTION_METHODS, SOURCE_VALIDATION, Selection, select
+from domainbed_dge.plugin.methods import NAMES
+
+#: Rows come in this order, then other algorithms alphabetically; a method's labelled
+#: variants follow it, alphabetically.
+ALGORITHM_ORDER = ("ERM", *NAMES)
+#: The step-matched control every method is compared with, pair by pair.
+PAIRED_REFERENCE = "GradAvg x K"
+FORMATS = ("text", "markdown", "latex")
+SELECTION_DESCRIPTIONS = {
+    SOURCE_VALIDATION: "checkpoint and hparams chosen on the source domain's out split",
+    "oracle": "hparams chosen on the target domains' out splits, last checkpoint (DomainBed's oracle)",
+}
+MISSING = "X"
+PLUS_MINUS = {"text": "+/-", "markdown": "±", "latex": "$\\pm$"}
+
+
+def method_order(methods: Iterable[str], algorithm_of: dict[str, str]) -> list[str]:
+    """Methods ordered by their algorithm (``ALGORITHM_ORDER`` first), unlabelled first."""
+
+    def key(method: str):
+        algorithm = algorithm_of[method]
+        rank = ALGORITHM_ORDER.index(algorithm) if algorithm in ALGORITHM_ORDER else len(ALGORITHM_ORDER)
+        return rank, algorithm, method != label_of(algorithm), method
+
+    return sorted(set(methods), key=key)
+
+
+def environment_names(dataset: str, num_environments: int) -> list[str]:
+    """DomainBed's names for the dataset's environments; ``env<i>`` where DomainBed
+    does not know the dataset or counts its environments differently."""
+    try:
+        from domainbed import datasets
+
+        names = list(datasets.get_dataset_class(dataset).ENVIRONMENTS)
+    except (ImportError, NotImplementedError):
+        names = []
+    return names if len(names) == num_environments else [f"env{env}" for env in range(num_environments)]
+
+
+def dataset_order(names: Iterable[str]) -> list[str]:
+    """DomainBed's order of datasets, then unknown ones alphabetically."""
+    try:
+        from domainbed import datasets
+
+        known = list(datasets.DATASETS)
+    except ImportError:
+        known = []
+    return sorted(set(names), key=lambda name: (known.index(name) if name in known else len(known), name))
+
+
+@dataclass(frozen=True)
+class DatasetResults:
+    """One dataset's selections, arranged for tables and plots."""
+
+    dataset: str
+    environments: list
+    methods: list
+    selections: dict
+    #: The source environments some run trained on, in order.
+    sources: list
+
+    @classmethod
+    def build(cls, runs: list[Run], selections: dict[tuple, Selection]) -> list[DatasetResults]:
+        """One per dataset that has runs, in DomainBed's dataset order."""
+        built = []
+        for dataset in dataset_order(run.dataset for run in runs):
+            dataset_runs = [run for run in runs if run.dataset == dataset]
+            algorithm_of = {run.method: run.algorithm for run in dataset_runs}
+            num_environments = max(run.num_environments for run in dataset_runs)
+            built.append(cls(
+                dataset=dataset,
+                environments=environment_names(dataset, num_environments),
+                methods=method_order(algorithm_of, algorithm_of),
+                selections={cell: chosen for cell, chosen in selections.items() if cell[0] == dataset},
+                sources=sorted({run.source for run in dataset_runs}),
+            ))
+        return built
+
+    def trials(self, method: str, source: int) -> list[Selection]:
+        """The selections of every trial with ``source`` as the source, by trial seed."""
+        chosen = [(cell[3], selection) for cell, selection in self.selections.items()
+                  if cell[1] == method and cell[2] == source]
+        return [selection for _, selection in sorted(chosen, key=lambda item: item[0])]
+
+    def accuracies(self, method: str, source: int) -> list[float]:
+        """Target accuracy (mean over targets) of each trial."""
+        return [selection.accuracy for selection in self.trials(method, source)]
+
+    def target_matrix(self, method: str) -> list[list[float | None]]:
+        """``[source][target]``: accuracy on the target's ``in`` split, mean over trials;
+        ``None`` on the diagonal, for environments that are not targets, and where no
+        trial ran."""
+        size = len(self.environments)
+        matrix: list[list[float | None]] = [[None] * size for _ in range(size)]
+        for source in range(size):
+            trials = self.trials(method, source)
+            for target in range(size):
+                if trials and all(target in t.target_accuracies() for t in trials):
+                    matrix[source][target] = sum(t.target_accuracies()[target] for t in trials) / len(trials)
+        return matrix
+
+
+def mean_and_std(values: Sequence[float]) -> tuple[float, float]:
+    """Mean and population standard deviation (ddof 0), in percent."""
+    return 100 * statistics.fmean(values), 100 * statistics.pstdev(values)
+
+
+def format_cell(values: Sequence[float], fmt: str) -> str:
+    if not values:
+        return MISSING
+    mean, std = mean_and_std(values)
+    return f"{mean:.1f} {PLUS_MINUS[fmt]} {std:.1f} ({len(values)})"
+
+
+def accuracy_table(results: DatasetResults, fmt: str) -> tuple[list[str], list[list[str]]]:
+    """Header and rows of the per-source table."""
+    header = ["Algorithm", *(results.environments[source] for source in results.sources), "Avg"]
+    rows = []
+    for method in results.methods:
+        cells, means = [], []
+        for source in results.sources:
+            accuracies = results.accuracies(method, source)
+            cells.append(format_cell(accuracies, fmt))
+            means.append(mean_and_std(accuracies)[0] if accuracies else None)
+        average = MISSING if None in means else f"{statistics.fmean(means):.1f}"
+        rows.append([method, *cells, average])
+    return header, rows
+
+
+def matrix_table(results: DatasetResults, method: str) -> tuple[list[str], list[list[str]]]:
+    """Header and rows of the source x target matrix of ``method`` (in percent)."""
+    header = ["source \\ target", *results.environments]
+    rows = []
+    matrix = results.target_matrix(method)
+    for source in results.sources:
+        row = matrix[source]
+        cells = ["-" if target == source else MISSING if value is None else f"{100 * value:.1f}"
+                 for target, value in enumerate(row)]
+        rows.append([results.environments[source], *cells])
+    return header, rows
+
+
+def render(title: str, header: list[str], rows: list[list[str]], fmt: str) -> str:
+    """A titled table as text, markdown or a LaTeX tabular."""
+    if fmt == "markdown":
+        lines = [f"#### {title}", "", "| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
+        lines += ["| " + " | ".join(row) + " |" for row in rows]
+        return "\n".join(lines) + "\n"
+    if fmt == "latex":
+        lines = [f"\\paragraph{{{latex_escape(title)}}}", "", "\\begin{tabular}{l" + "c" * (len(header) - 1) + "}",
+                 "\\toprule", " & ".join(f"\\textbf{{{latex_escape(cell)}}}" for cell in header) + " \\\\",
+                 "\\midrule"]
+        lines += [" & ".join([latex_escape(row[0]), *row[1:]]) + " \\\\" for row in rows]
+        lines += ["\\bottomrule", "\\end{tabular}"]
+        return "\n".join(lines) + "\n"
+    widths = [max(len(row[column]) for row in [header, *rows]) for column in range(len(header))]
+    lines = [f"-------- {title}"]
+    lines += ["  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip() for row in [header, *rows]]
+    return "\n".join(lines) + "\n"
+
+
+def latex_escape(text: str) -> str:
+    replacements = {"\\": "\\textbackslash{}", "&": "\\&", "%": "\\%", "$": "\\$", "#": "\\#", "_": "\\_",
+                    "{": "\\{", "}": "\\}", "~": "\\textasciitilde{}", "^": "\\textasciicircum{}"}
+    return "".join(replacements.get(char, char) for char in text)
+
+
+def report(input_dir: str, loaded: Loaded, fmt: str, reference: str = PAIRED_REFERENCE) -> str:
+    """The whole output: what was read, a legend, then every dataset's tables (with
+    the paired differences to ``reference`` where that row exists)."""
+    lines = [
+        f"SDG results under {input_dir}: {loaded.records} records in {loaded.files} results files, "
+        f"{len(loaded.runs)} SDG runs; {loaded.skipped_lines} bad lines skipped; {loaded.other_records} records "
+        "not SDG (for MDG: python -m domainbed.scripts.collect_results).",
+        "Accuracy tables: accuracy (%) on the target domains' in splits, averaged over the targets; "
+        "mean +/- std over trials (number of trials); columns: the source domain.",
+        *(f"Selection '{method}': {description}." for method, description in SELECTION_DESCRIPTIONS.items()),
+    ]
+    parts = []
+    for method in SELECTION_METHODS:
+        selections = select(loaded.runs, method)
+        for results in DatasetResults.build(loaded.runs, selections):
+            title = f"{results.dataset}, {method} selection"
+            parts.append(render(f"{title}: accuracy by source domain", *accuracy_table(results, fmt), fmt))
+            if reference in results.methods:
+                parts.append(render(f"{title}: paired difference to {reference} over (source, trial) pairs, "
+                                    "target accuracy in points", *paired_table(results, reference), fmt))
+            for row_method in results.methods:
+                parts.append(render(f"{title}, {row_method}: source x target accuracy (%), mean over trials",
+                                    *matrix_table(results, row_method), fmt))
+    if fmt == "latex":
+        preamble = ["\\documentclass{article}", "\\usepackage{booktabs}", "\\begin{document}",
+                    *(f"% {line}" for line in lines), ""]
+        return "\n".join(preamble) + "\n".join(parts) + "\n\\end{document}\n"
+    if fmt == "markdown":
+        lines = [line + "  " for line in lines]
+    return "\n".join(lines) + "\n\n" + "\n".join(parts)
+
+
+@dataclass(frozen=True)
+class PairedDifference:
+    """``method`` minus the reference on the (source, trial) pairs both ran, in points
+    of target accuracy: the mean, a 95 % Student-t interval (``None`` for fewer than
+    two pairs) and how many pairs it won and lost."""
+
+    method: str
+    differences: list
+
+    @property
+    def mean(self) -> float:
+        return 100 * statistics.fmean(self.differences)
+
+    @property
+    def interval(self) -> tuple[float, float] | None:
+        n = len(self.differences)
+        if n < 2:
+            return None
+        from scipy import stats
+
+        half = stats.t.ppf(0.975, n - 1) * 100 * statistics.stdev(self.differences) / n**0.5
+        return self.mean - half, self.mean + half
+
+    @property
+    def wins(self) -> int:
+        return sum(d > 0 for d in self.differences)
+
+    @property
+    def losses(self) -> int:
+        return sum(d < 0 for d in self.differences)
+
+
+def paired_differences(results: DatasetResults, reference: str) -> list[PairedDifference]:
+    """Each other method's :class:`PairedDifference` to ``reference``."""
+    found = []
+    for method in results.methods:
+        if method == reference:
+            continue
+        differences = []
+        for source in results.sources:
+            mine = {s.run.trial_seed: s.accuracy for s in results.trials(method, source)}
+            theirs = {s.run.trial_seed: s.accuracy for s in results.trials(reference, source)}
+            differences += [mine[trial] - theirs[trial] for trial in sorted(mine.keys() & theirs.keys())]
+        if differences:
+            found.append(PairedDifference(method, differences))
+    return found
+
+
+def paired_table(results: DatasetResults, reference: str) -> tuple[list[str], list[list[str]]]:
+    """Header and rows of the paired differences to ``reference``."""
+    header = ["Method", "pairs", "mean diff (points)", "95% interval", "wins", "losses"]
+    rows = []
+    for paired in paired_differences(results, reference):
+        interval = paired.interval
+        shown = MISSING if interval is None else f"[{interval[0]:+.1f}, {interval[1]:+.1f}]"
+        rows.append([paired.method, str(len(paired.differences)), f"{paired.mean:+.1f}", shown,
+                     str(paired.wins), str(paired.losses)])
+    return header, rows

@@ -1,0 +1,174 @@
+"""The method registry: one entry per algorithm this plugin adds to DomainBed.
+
+An entry holds everything that differs between methods: the DomainBed name, the
+label in tables and plots, what it does (the algorithm class's docstring), the
+combiner it builds from the run's hyperparameters, its own hyperparameters, how many
+domains it needs, and whether the benchmark times it. The algorithm classes
+(``plugin.algorithms``), the hyperparameter table (:func:`define`), the rows of the
+tables and plots, and the benchmark's method list all derive from :data:`METHODS`.
+Adding a method means one core function, one combiner and one entry here.
+"""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import numpy as np
+
+from domainbed_dge.core.combiners import (
+    AgreementCombiner,
+    Combiner,
+    EquilibriumCombiner,
+    GradAvgCombiner,
+    PCGradCombiner,
+)
+from domainbed_dge.core.equilibrium import ADJUST_AGAINST
+from domainbed_dge.plugin.hparams import (
+    ENGINE_HPARAMS,
+    HParam,
+    HParamError,
+    choice,
+    fixed,
+    is_int,
+    is_number,
+    num_views,
+)
+
+WEIGHT_MODES = ("persistent", "reset")
+UPDATES = ("sequential", "mean")
+PCGRAD_ORDERS = ("random", "fixed")
+REDUCTIONS = ("sum", "mean")
+
+
+@dataclass(frozen=True)
+class Method:
+    name: str
+    label: str
+    summary: str
+    combiner: Callable[[dict], Combiner]
+    hparams: tuple[HParam, ...] = ()
+    min_domains: int = 2
+    benchmarked: bool = True
+
+
+def equilibrium_options(hparams: dict) -> dict:
+    """The keyword options of :func:`~domainbed_dge.core.equilibrium.equilibrate` that
+    DGE's hyperparameters set."""
+    return dict(
+        alpha=hparams["dge_alpha"],
+        weight_lr=hparams["dge_weight_lr"],
+        weight_steps=hparams["dge_weight_steps"],
+        adjust=hparams["dge_adjust"],
+        reweight=hparams["dge_reweight"],
+        adjust_against=hparams["dge_adjust_against"],
+    )
+
+
+def _flag(name: str, what: str) -> HParam:
+    return HParam(name, fixed(True), None, f"true or false ({what})", lambda v: isinstance(v, bool))
+
+
+DGE_HPARAMS = (
+    HParam("dge_alpha", fixed(0.5), lambda r: float(r.uniform(0.1, 0.9)),
+           "a number in [0, 1] (cosine threshold of Eq. 5)", lambda v: is_number(v) and 0 <= v <= 1),
+    HParam("dge_weight_lr", fixed(0.1), lambda r: float(10 ** r.uniform(-2, 0)),
+           "a number > 0 (step size of Eq. 8)", lambda v: is_number(v) and v > 0),
+    HParam("dge_weight_steps", fixed(1), lambda r: int(r.choice([1, 2, 5])),
+           "an integer >= 0 (steps of Eq. 8 per iteration)", lambda v: is_int(v, 0)),
+    choice("dge_weights", WEIGHT_MODES, "Eq. 8's weights kept across iterations, or reset to 1 each one"),
+    choice("dge_adjust_against", ADJUST_AGAINST, "Eqs. 5-6 project against the adjusted or the original S_j"),
+    choice("dge_update", UPDATES, "K optimizer steps, one per d_k, or one step with their mean"),
+    _flag("dge_adjust", "Eqs. 5-6 on or off"),
+    _flag("dge_reweight", "Eqs. 7-8 on or off"),
+)
+
+PCGRAD_HPARAMS = (
+    choice("pcgrad_order", PCGRAD_ORDERS, "a fresh random order over j != i per i, or increasing j"),
+    choice("pcgrad_reduction", REDUCTIONS, "sum or average the projected gradients"),
+)
+
+METHODS = (
+    Method(
+        "DGE", "DGE",
+        "Domain Gradient Equilibrium (paper, Alg. 1): decompose the domain gradients into invariant and "
+        "specific parts (Eqs. 2-3), project conflicting specific parts off each other (Eqs. 5-6), reweight "
+        "them towards equilibrium (Eqs. 7-8) and refine each domain's gradient (Eq. 9).",
+        lambda h: EquilibriumCombiner(weights=h["dge_weights"], update=h["dge_update"], **equilibrium_options(h)),
+        DGE_HPARAMS,
+    ),
+    Method(
+        "GradAvg", "GradAvg",
+        "Gradient averaging over the same domains (paper, Table 8). With one clean view (dge_num_views 1, "
+        "dge_augment none) it is the paper's vanilla Baseline, trained with the engine's optimizer; with one "
+        "augmented view, 'Baseline + X' (Table 9).",
+        lambda h: GradAvgCombiner(),
+        min_domains=1,
+    ),
+    Method(
+        "AgrSum", "Agr-Sum",
+        "Agr-Sum (Mansilla et al., ICCV 2021): sum where all domain gradients agree in sign.",
+        lambda h: AgreementCombiner(noise=False),
+    ),
+    Method(
+        "AgrRand", "Agr-Rand",
+        "Agr-Rand (Mansilla et al., ICCV 2021): Agr-Sum with scaled noise on conflicting coordinates.",
+        lambda h: AgreementCombiner(noise=True),
+    ),
+    Method(
+        "PCGrad", "PCGrad",
+        "PCGrad (Yu et al., NeurIPS 2020): project conflicting domain gradients, then sum.",
+        lambda h: PCGradCombiner(h["pcgrad_order"], h["pcgrad_reduction"]),
+        PCGRAD_HPARAMS,
+    ),
+)
+NAMES = tuple(method.name for method in METHODS)
+BY_NAME = {method.name: method for method in METHODS}
+
+
+def suggestion(name: str, known) -> str:
+    """``"; did you mean 'x'?"`` for the nearest of ``known`` (difflib), or ``""``."""
+    close = difflib.get_close_matches(name, list(known), n=1)
+    return f"; did you mean {close[0]!r}?" if close else ""
+
+
+def method_named(name: str) -> Method:
+    """The entry of ``name``; ``KeyError`` naming the registered methods otherwise."""
+    if name not in BY_NAME:
+        raise KeyError(f"{name!r} is not a method of domainbed_dge{suggestion(name, NAMES)} "
+                       f"Registered: {', '.join(NAMES)}")
+    return BY_NAME[name]
+
+
+def hparams_of(algorithm: str) -> tuple[HParam, ...]:
+    """The plugin's hyperparameters of ``algorithm`` (none for DomainBed's own)."""
+    if algorithm not in BY_NAME:
+        return ()
+    method = BY_NAME[algorithm]
+    return (num_views(method.min_domains), *ENGINE_HPARAMS, *method.hparams)
+
+
+def define(
+    algorithm: str, dataset: str, random_state_for: Callable[[str], np.random.RandomState]
+) -> dict[str, tuple[Any, Any]]:
+    """``{name: (default, random draw)}`` for ``algorithm`` on ``dataset`` (empty for
+    algorithms that are not this plugin's). ``random_state_for(name)`` gives each name
+    its own seeded RandomState, as DomainBed's registry does."""
+    entries = {}
+    for h in hparams_of(algorithm):
+        default = h.default(dataset)
+        drawn = default if h.draw is None else h.draw(random_state_for(h.name))
+        entries[h.name] = (default, drawn)
+    return entries
+
+
+def validate(algorithm: str, hparams: dict[str, Any]) -> None:
+    """Raise :class:`HParamError` naming the first key whose value is missing or not
+    allowed, with the value and what is allowed."""
+    for h in hparams_of(algorithm):
+        if h.name not in hparams:
+            raise HParamError(f"{algorithm}: hyperparameter {h.name!r} is missing; allowed: {h.allowed}")
+        value = hparams[h.name]
+        if not h.check(value):
+            raise HParamError(f"{algorithm}: hyperparameter {h.name!r} = {value!r} is not allowed; allowed: {h.allowed}")

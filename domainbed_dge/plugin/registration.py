@@ -1,0 +1,61 @@
+"""Patches applied to DomainBed's modules right after they load (see ``_startup``).
+
+Each function takes the freshly executed DomainBed module and adds this plugin to it;
+each is idempotent and leaves everything else in the module as it was.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib
+import sys
+
+
+def register_algorithms(module) -> None:
+    """``domainbed.algorithms``: add our algorithms to it.
+
+    When ``domainbed_dge.plugin.algorithms`` is itself being imported (it imports DomainBed's
+    module first), it registers them as its last statement instead.
+    """
+    plugin = sys.modules.get("domainbed_dge.plugin.algorithms")
+    if plugin is not None and not hasattr(plugin, "register"):
+        return
+    importlib.import_module("domainbed_dge.plugin.algorithms").register(module)
+
+
+def register_hparams(module) -> None:
+    """``domainbed.hparams_registry``: wrap ``_hparams`` so that our algorithms get their
+    entries, each name drawn from its own seeded RandomState as DomainBed's are."""
+    if getattr(module._hparams, "__wrapped_by_domainbed_dge__", False):
+        return
+    import numpy as np
+    from domainbed.lib import misc
+
+    from domainbed_dge.plugin.methods import define
+
+    host_hparams = module._hparams
+
+    @functools.wraps(host_hparams)
+    def _hparams(algorithm, dataset, random_seed):
+        entries = host_hparams(algorithm, dataset, random_seed)
+        entries.update(
+            define(algorithm, dataset, lambda name: np.random.RandomState(misc.seed_hash(random_seed, name)))
+        )
+        return entries
+
+    _hparams.__wrapped_by_domainbed_dge__ = True
+    module._hparams = _hparams
+
+
+def register_launchers(module) -> None:
+    """``domainbed.command_launchers``: add the ``submitit`` launcher to ``REGISTRY``
+    (submitit itself is imported only when a sweep uses it)."""
+    importlib.import_module("domainbed_dge.plugin.launchers").register(module)
+
+
+#: DomainBed module -> the function that patches it.
+PATCHES = {
+    "domainbed.algorithms": register_algorithms,
+    "domainbed.hparams_registry": register_hparams,
+    "domainbed.command_launchers": register_launchers,
+}

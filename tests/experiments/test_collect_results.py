@@ -1,0 +1,211 @@
+"""SDG tables from results.jsonl files written as DomainBed's train.py writes them:
+selection, statistics and layout pinned on hand-computed numbers, bad lines skipped."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from conftest import run_module
+from domainbed_dge import collect_results
+from domainbed_dge.experiments import tables
+from domainbed_dge.experiments.records import load_runs
+from domainbed_dge.experiments.selection import ORACLE, SOURCE_VALIDATION, select
+
+DATASET = "ToyShift"  # unknown to DomainBed: environments are named env0, env1, env2
+
+
+def train_record(*, algorithm, test_envs, trial_seed, hparams_seed, step, in_acc, out_acc, output_dir,
+                 dataset=DATASET, hparams=None, extra=None) -> dict:
+    """One line of results.jsonl, with the keys train.py writes (``vars(args)`` included)."""
+    record = {
+        "step": step, "epoch": step / 10, "loss": 1.0 / (step + 1), "step_time": 0.1, "mem_gb": 0.0,
+        "hparams": {"batch_size": 8, "lr": 1e-3, **(hparams or {})},
+        "args": {
+            "algorithm": algorithm, "checkpoint_freq": 1, "data_dir": "data", "dataset": dataset,
+            "holdout_fraction": 0.2, "hparams": json.dumps(hparams) if hparams else None,
+            "hparams_seed": hparams_seed, "output_dir": output_dir, "save_model_every_checkpoint": False,
+            "seed": 0, "skip_model_save": False, "steps": 2, "task": "domain_generalization",
+            "test_envs": test_envs, "trial_seed": trial_seed, "uda_holdout_fraction": 0,
+        },
+        **(extra or {}),
+    }
+    for env, (in_value, out_value) in enumerate(zip(in_acc, out_acc)):
+        record[f"env{env}_in_acc"] = in_value
+        record[f"env{env}_out_acc"] = out_value
+    return record
+
+
+def write_run(sweep_dir: Path, name: str, checkpoints: list[tuple[list, list]], *, source: int,
+              num_environments: int = 3, trailing: str = "", extra: dict | None = None,
+              step_extras: list[dict] | None = None, **fields) -> Path:
+    """A job directory whose results.jsonl has one record per (in_acc, out_acc) checkpoint,
+    at steps 0, 1, ...; ``extra`` goes into every record, ``step_extras[i]`` into the i-th."""
+    job_dir = sweep_dir / name
+    job_dir.mkdir(parents=True)
+    test_envs = [env for env in range(num_environments) if env != source]
+    step_extras = step_extras or [{}] * len(checkpoints)
+    lines = [json.dumps(train_record(test_envs=test_envs, step=step, in_acc=in_acc, out_acc=out_acc,
+                                     output_dir=str(job_dir), extra={**(extra or {}), **step_extras[step]},
+                                     **fields), sort_keys=True)
+             for step, (in_acc, out_acc) in enumerate(checkpoints)]
+    (job_dir / "results.jsonl").write_text("\n".join(lines) + "\n" + trailing)
+    (job_dir / "done").write_text("done")
+    return job_dir / "results.jsonl"
+
+
+@pytest.fixture
+def sweep(tmp_path) -> Path:
+    """Hand-computed cells (accuracy on the targets' in splits, averaged over targets):
+
+    ERM, source 0. Trial 0: hparams 0 scores 0.50 then 0.70 on the source's out split,
+    hparams 1 scores 0.90 then 0.60; source validation takes hparams 1 at step 0
+    (targets 0.05, 0.15: 0.10); the oracle takes the last checkpoint whose targets' out
+    mean is highest: hparams 1 (0.40 > 0.10), targets 0.70, 0.90: 0.80. Trial 1: one
+    run; source validation step 0 (0.80 > 0.40): 0.20, 0.40 -> 0.30; oracle step 1: 0.50.
+    ERM, source 1, trial 0: 0.60, 0.80 -> 0.70. DGE: 0.40, 0.50, 0.60 for sources 0-2.
+    DGE labelled "DGE (adjust off)": 0.33 for source 0.
+    """
+    sweep = tmp_path / "sweep"
+    erm = dict(algorithm="ERM")
+    write_run(sweep, "erm_s0_t0_h0", [([.9, .20, .40], [.50, .9, .9]), ([.9, .40, .60], [.70, .1, .1])],
+              source=0, trial_seed=0, hparams_seed=0, **erm)
+    write_run(sweep, "erm_s0_t0_h1", [([.9, .05, .15], [.90, .2, .2]), ([.9, .70, .90], [.60, .3, .5])],
+              source=0, trial_seed=0, hparams_seed=1, **erm)
+    write_run(sweep, "erm_s0_t1_h0", [([.9, .20, .40], [.80, .5, .5]), ([.9, .50, .50], [.40, .6, .6])],
+              source=0, trial_seed=1, hparams_seed=0, **erm,
+              trailing='{"args": {"dataset": "ToyShift", "algor')  # a job killed mid-write
+    write_run(sweep, "erm_s1_t0_h0", [([.60, .9, .80], [.5, .5, .5])], source=1, trial_seed=0, hparams_seed=0, **erm)
+    for source, accuracy in enumerate([.40, .50, .60]):
+        in_acc = [accuracy] * 3
+        in_acc[source] = 1.0
+        write_run(sweep, f"dge_s{source}", [(in_acc, [.5] * 3)], source=source, trial_seed=0, hparams_seed=0,
+                  algorithm="DGE", extra={"dge_weight_0": 1.0, "pair_conflict_fraction": 0.5})
+    write_run(sweep, "dge_adjust_off", [([1.0, .33, .33], [.5] * 3)], source=0, trial_seed=0, hparams_seed=0,
+              algorithm="DGE", hparams={"sweep_variant": "DGE (adjust off)", "dge_adjust": False},
+              trailing="[1, 2]\n" + json.dumps({"step": 3}) + "\n")
+    mdg = sweep / "mdg"
+    mdg.mkdir()
+    (mdg / "results.jsonl").write_text(json.dumps(train_record(
+        algorithm="ERM", test_envs=[1], trial_seed=0, hparams_seed=0, step=0, in_acc=[.5] * 3, out_acc=[.5] * 3,
+        output_dir=str(mdg))) + "\n")
+    return sweep
+
+
+def text_table(output: str, title: str) -> list[list[str]]:
+    """The rows (header first) of the text table titled ``title``."""
+    block = output.split(f"-------- {title}\n", 1)[1].split("\n\n", 1)[0]
+    return [re.split(r"\s{2,}", line.strip()) for line in block.strip().splitlines()]
+
+
+def test_tables_pin_selection_statistics_and_skipped_lines(sweep):
+    result = run_module("domainbed_dge.collect_results", "--input_dir", str(sweep), cwd=sweep)
+    output = result.stdout
+    assert "12 records in 9 results files, 8 SDG runs; 3 bad lines skipped; 1 records not SDG" in output
+    assert text_table(output, f"{DATASET}, {SOURCE_VALIDATION} selection: accuracy by source domain") == [
+        ["Algorithm", "env0", "env1", "env2", "Avg"],
+        ["ERM", "20.0 +/- 10.0 (2)", "70.0 +/- 0.0 (1)", "X", "X"],
+        ["DGE", "40.0 +/- 0.0 (1)", "50.0 +/- 0.0 (1)", "60.0 +/- 0.0 (1)", "50.0"],
+        ["DGE (adjust off)", "33.0 +/- 0.0 (1)", "X", "X", "X"],
+    ]
+    assert text_table(output, f"{DATASET}, {ORACLE} selection: accuracy by source domain")[1] == [
+        "ERM", "65.0 +/- 15.0 (2)", "70.0 +/- 0.0 (1)", "X", "X"]
+    # Source 0's targets: trial 0 (hparams 1, step 0) 0.05 and 0.15, trial 1 (step 0) 0.20 and 0.40.
+    assert text_table(output, f"{DATASET}, {SOURCE_VALIDATION} selection, ERM: source x target accuracy (%), "
+                              "mean over trials") == [
+        ["source \\ target", "env0", "env1", "env2"],
+        ["env0", "-", "12.5", "27.5"],
+        ["env1", "60.0", "-", "80.0"],
+        ["env2", "X", "X", "-"],
+    ]
+    warnings = [line for line in result.stderr.splitlines() if line.startswith("warning:")]
+    assert len(warnings) == 3
+    killed = sweep / "erm_s0_t1_h0" / "results.jsonl"
+    assert any(f"{killed} line 3: skipped, Unterminated string" in line for line in warnings)
+    adjust_off = sweep / "dge_adjust_off" / "results.jsonl"
+    assert any(f"{adjust_off} line 2: skipped, not a JSON object but list" in line for line in warnings)
+    assert any(f"{adjust_off} line 3: skipped, no 'args' object" in line for line in warnings)
+
+
+def test_markdown_and_latex_layouts(sweep):
+    loaded = load_runs(str(sweep), warn=lambda message: None)
+    markdown = tables.report(str(sweep), loaded, "markdown")
+    assert "| Algorithm | env0 | env1 | env2 | Avg |\n| --- | --- | --- | --- | --- |\n" in markdown
+    assert "| ERM | 20.0 ± 10.0 (2) | 70.0 ± 0.0 (1) | X | X |" in markdown
+    latex = tables.report(str(sweep), loaded, "latex")
+    assert latex.startswith("\\documentclass{article}") and latex.rstrip().endswith("\\end{document}")
+    assert "\\begin{tabular}{lcccc}" in latex
+    assert "DGE (adjust off) & 33.0 $\\pm$ 0.0 (1) & X & X & X \\\\" in latex
+    assert tables.latex_escape("a_b & 5% #1") == "a\\_b \\& 5\\% \\#1"
+
+
+def test_ties_go_to_the_earlier_checkpoint_and_the_first_hparams_seed(tmp_path):
+    write_run(tmp_path, "h1", [([.9, .1, .1], [.5, .0, .0])], source=0, trial_seed=0, hparams_seed=1, algorithm="ERM")
+    write_run(tmp_path, "h0", [([.9, .2, .2], [.5, .0, .0]), ([.9, .3, .3], [.5, .0, .0])],
+              source=0, trial_seed=0, hparams_seed=0, algorithm="ERM")
+    (selection,) = select(load_runs(str(tmp_path)).runs, SOURCE_VALIDATION).values()
+    assert (selection.run.hparams_seed, selection.record["step"], selection.accuracy) == (0, 0, pytest.approx(.2))
+
+
+def test_no_sdg_records_is_an_error(tmp_path, capsys):
+    (tmp_path / "mdg").mkdir()
+    (tmp_path / "mdg" / "results.jsonl").write_text(json.dumps(train_record(
+        algorithm="ERM", test_envs=[0], trial_seed=0, hparams_seed=0, step=0, in_acc=[.5] * 3, out_acc=[.5] * 3,
+        output_dir="mdg")) + "\n")
+    assert collect_results.main(["--input_dir", str(tmp_path)]) == 1
+    assert f"No SDG records under {tmp_path}" in capsys.readouterr().err
+
+
+@pytest.mark.domainbed
+def test_columns_are_domainbed_environment_names(tmp_path):
+    write_run(tmp_path, "pacs", [([1.0, .5, .5, .5], [.5] * 4)], source=0, num_environments=4, dataset="PACS",
+              trial_seed=0, hparams_seed=0, algorithm="ERM")
+    output = tables.report(str(tmp_path), load_runs(str(tmp_path)), "text")
+    assert text_table(output, f"PACS, {SOURCE_VALIDATION} selection: accuracy by source domain") == [
+        ["Algorithm", "A", "Avg"],
+        ["ERM", "50.0 +/- 0.0 (1)", "50.0"],
+    ]
+
+
+def test_declared_targets_are_the_only_ones_averaged_and_columns_are_the_sources_run(tmp_path):
+    # Four environments, sources 0 and 1, target 3 only (as a preset's "targets": [3]).
+    for source in (0, 1):
+        in_acc = [0.9, 0.9, 0.1, 0.1]
+        in_acc[3] = 0.6 + 0.2 * source
+        write_run(tmp_path, f"s{source}", [(in_acc, [.5] * 4)], source=source, num_environments=4, trial_seed=0,
+                  hparams_seed=0, algorithm="DGE", hparams={"sweep_targets": [3]})
+    output = tables.report(str(tmp_path), load_runs(str(tmp_path)), "text")
+    assert text_table(output, f"{DATASET}, {SOURCE_VALIDATION} selection: accuracy by source domain") == [
+        ["Algorithm", "env0", "env1", "Avg"],
+        ["DGE", "60.0 +/- 0.0 (1)", "80.0 +/- 0.0 (1)", "70.0"],
+    ]
+
+
+def test_a_target_that_was_trained_on_is_a_bad_record(tmp_path):
+    write_run(tmp_path, "bad", [([1.0, .5, .5], [.5] * 3)], source=0, trial_seed=0, hparams_seed=0,
+              algorithm="DGE", hparams={"sweep_targets": [0]})
+    warnings = []
+    assert load_runs(str(tmp_path), warn=warnings.append).runs == []
+    assert "sweep_targets [0] is not a non-empty list of test environments" in warnings[0]
+
+
+def test_paired_differences_to_the_step_matched_control(tmp_path):
+    # Sources 0 and 1, trials 0 and 1. DGE minus control: +0.10, -0.02, +0.06, +0.02
+    # (mean +4.0 points, sample std 5.16, t(0.975, 3) = 3.182: half-width 8.22).
+    control = {(0, 0): .50, (0, 1): .52, (1, 0): .40, (1, 1): .44}
+    dge = {(0, 0): .60, (0, 1): .50, (1, 0): .46, (1, 1): .46}
+    for label, accuracies in (("GradAvg x K", control), ("DGE", dge)):
+        for (source, trial), accuracy in accuracies.items():
+            in_acc = [accuracy] * 3
+            in_acc[source] = 1.0
+            write_run(tmp_path, f"{label}_{source}_{trial}".replace(" ", ""), [(in_acc, [.5] * 3)], source=source,
+                      trial_seed=trial, hparams_seed=0, algorithm="DGE",
+                      hparams={"sweep_variant": label} if label != "DGE" else None)
+    output = tables.report(str(tmp_path), load_runs(str(tmp_path)), "text")
+    title = f"{DATASET}, {SOURCE_VALIDATION} selection: paired difference to GradAvg x K over (source, trial) pairs"
+    rows = text_table(output, title + ", target accuracy in points")
+    assert rows == [["Method", "pairs", "mean diff (points)", "95% interval", "wins", "losses"],
+                    ["DGE", "4", "+4.0", "[-4.2, +12.2]", "3", "1"]]

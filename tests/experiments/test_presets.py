@@ -1,0 +1,93 @@
+"""Presets compare like with like: the shipped presets follow the fairness rules, and
+each rule catches the preset that breaks it; sources and targets."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from domainbed_dge.experiments.presets import (
+    TARGETS_HPARAM,
+    PresetError,
+    fairness_problems,
+    load_preset,
+    parse_preset,
+)
+
+PRESETS = sorted((Path(__file__).resolve().parents[2] / "sweeps").glob("*.json"))
+SHARED = {"dge_optimizer": "sgd", "dge_momentum": 0.9, "lr": 0.01, "batch_size": 32, "weight_decay": 0.0}
+BASELINE = {"name": "Baseline", "algorithm": "GradAvg", "hparams": {"dge_num_views": 1, "dge_augment": "none"}}
+CONTROL = {"name": "GradAvg x K", "algorithm": "DGE", "hparams": {"dge_adjust": False, "dge_reweight": False}}
+
+
+def preset(*variants, **changes):
+    data = {"description": "d", "modes": ["sdg"], "datasets": ["RotatedMNIST"], "n_trials": 1, "n_hparams_from": 0,
+            "n_hparams": 1, "steps": 10, "hparams": dict(SHARED), "variants": [BASELINE, CONTROL, *variants]}
+    return parse_preset({**data, **changes})
+
+
+@pytest.mark.parametrize("path", PRESETS, ids=[path.stem for path in PRESETS])
+def test_every_shipped_preset_is_a_fair_comparison(path):
+    assert fairness_problems(load_preset(str(path))) == []
+
+
+def test_a_fair_preset_has_no_problems():
+    assert fairness_problems(preset({"name": "DGE", "algorithm": "DGE"},
+                                    {"name": "ERM (DomainBed, Adam; reference)", "algorithm": "ERM"})) == []
+
+
+@pytest.mark.parametrize(
+    "broken, problem",
+    [
+        (preset({"name": "DGE", "algorithm": "DGE", "hparams": {"lr": 0.1}}),
+         "variant 'DGE' sets lr = 0.1, not the shared 0.01"),
+        (preset(hparams={key: value for key, value in SHARED.items() if key != "weight_decay"}),
+         "hparams do not set 'weight_decay'"),
+        (preset({"name": "PCGrad", "algorithm": "PCGrad", "hparams": {"dge_optimizer": "adam"}}),
+         "variant 'PCGrad' sets dge_optimizer = 'adam'"),
+        (preset({"name": "ERM", "algorithm": "ERM"}), "variant 'ERM' runs DomainBed's ERM with its own optimizer"),
+        (preset(variants=[{**BASELINE, "hparams": {"dge_num_views": 1}}, CONTROL]),
+         "variant 'Baseline' must have dge_augment 'none'"),
+        (preset({"name": "Baseline + rotation", "algorithm": "GradAvg", "hparams": {"dge_num_views": 3,
+                                                                                   "dge_augment": "rotation"}}),
+         "variant 'Baseline + rotation' must be GradAvg with dge_num_views 1"),
+        (preset({"name": "Baseline + rotation", "algorithm": "GradAvg", "hparams": {"dge_num_views": 1,
+                                                                                   "dge_augment": "none"}}),
+         "variant 'Baseline + rotation' must have an augmentation"),
+        (preset(variants=[BASELINE, {**CONTROL, "hparams": {"dge_adjust": False}}]),
+         "variant 'GradAvg x K' must be DGE with dge_adjust and dge_reweight false"),
+    ],
+)
+def test_each_rule_catches_the_preset_that_breaks_it(broken, problem):
+    assert any(problem in found for found in fairness_problems(broken)), fairness_problems(broken)
+
+
+def test_a_learning_rate_search_may_vary_what_it_tunes():
+    search = preset({"name": "Baseline (lr 0.1)", "algorithm": "GradAvg",
+                     "hparams": {"dge_num_views": 1, "dge_augment": "none", "lr": 0.1}}, tunes=["lr"])
+    assert fairness_problems(search) == []
+
+
+def test_targets_reach_every_variant_as_a_hyperparameter():
+    parsed = preset(sources=[0, 1], targets=[5])
+    assert parsed.sources == (0, 1) and parsed.targets == (5,)
+    merged = json.loads(parsed.variants[0].hparams_json(parsed.hparams, {}, parsed.targets))
+    assert merged[TARGETS_HPARAM] == [5]
+
+
+@pytest.mark.parametrize(
+    "changes, message",
+    [
+        ({"sources": [0, 0]}, "sources = [0, 0] is not allowed"),
+        ({"targets": [-1]}, "targets = [-1] is not allowed"),
+        ({"sources": [1], "targets": [1, 2]}, "targets = [1, 2] is not allowed; allowed: environments that are not"),
+        ({"modes": ["mdg"], "targets": [1]}, "targets = [1] is not allowed; allowed: null unless modes"),
+        ({"tunes": ["alpha"]}, "tunes = ['alpha'] is not allowed"),
+        ({"checkpoint_freq": 0}, "checkpoint_freq = 0 is not allowed"),
+    ],
+)
+def test_bad_sources_targets_and_tunes_are_refused(changes, message):
+    with pytest.raises(PresetError, match=message.replace("[", r"\[").replace("]", r"\]")):
+        preset(**changes)

@@ -1,0 +1,71 @@
+"""The hyperparameter table: plain values, determinism, validation messages."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from domainbed_dge.plugin import methods as registry
+
+
+def states(seed):
+    return lambda name: np.random.RandomState(abs(hash((seed, name))) % 2**31)
+
+
+@pytest.mark.parametrize("algorithm", registry.NAMES)
+@pytest.mark.parametrize("dataset", ["RotatedMNIST", "ColoredMNIST", "PACS", "DomainNet"])
+def test_defaults_and_draws_are_valid_plain_values(algorithm, dataset):
+    entries = registry.define(algorithm, dataset, states(3))
+    for default, drawn in entries.values():
+        for value in (default, drawn):
+            assert type(value) in (int, float, str, bool)
+    json.dumps(entries)
+    registry.validate(algorithm, {name: default for name, (default, _) in entries.items()})
+    registry.validate(algorithm, {name: drawn for name, (_, drawn) in entries.items()})
+
+
+def test_only_dge_has_equilibrium_hparams_and_only_pcgrad_its_options():
+    assert "dge_alpha" in registry.define("DGE", "PACS", states(0))
+    assert "dge_alpha" not in registry.define("GradAvg", "PACS", states(0))
+    assert "pcgrad_order" in registry.define("PCGrad", "PACS", states(0))
+    assert registry.define("ERM", "PACS", states(0)) == {}
+
+
+def test_normalisation_follows_the_dataset():
+    assert registry.define("DGE", "RotatedMNIST", states(0))["dge_input_normalization"] == ("none", "none")
+    assert registry.define("DGE", "PACS", states(0))["dge_input_normalization"] == ("imagenet", "imagenet")
+
+
+BAD = [
+    ("dge_alpha", 1.5, "[0, 1]"),
+    ("dge_alpha", "0.5", "[0, 1]"),
+    ("dge_num_views", 1, ">= 2"),
+    ("dge_num_views", 2.0, ">= 2"),
+    ("dge_update", "average", "sequential, mean"),
+    ("dge_augment", "cutout", "randaugment"),
+    ("dge_weight_lr", 0, "> 0"),
+    ("dge_weight_steps", -1, ">= 0"),
+    ("dge_random_ops", 0, ">= 1"),
+    ("dge_magnitude", 31, "[0, 30]"),
+    ("dge_adjust", 1, "true or false"),
+    ("dge_optimizer", "rmsprop", "adam, sgd"),
+]
+
+
+@pytest.mark.parametrize("key,value,allowed", BAD)
+def test_bad_values_name_key_value_and_what_is_allowed(key, value, allowed):
+    hparams = {name: default for name, (default, _) in registry.define("DGE", "PACS", states(0)).items()}
+    hparams[key] = value
+    with pytest.raises(registry.HParamError) as error:
+        registry.validate("DGE", hparams)
+    message = str(error.value)
+    assert key in message and repr(value) in message and allowed in message
+
+
+def test_missing_key_is_named():
+    hparams = {name: default for name, (default, _) in registry.define("PCGrad", "PACS", states(0)).items()}
+    del hparams["pcgrad_order"]
+    with pytest.raises(registry.HParamError, match="'pcgrad_order' is missing"):
+        registry.validate("PCGrad", hparams)
