@@ -18,12 +18,16 @@ import json
 
 import torch
 
-from domainbed_dge.experiments.timing import METHODS, Settings, run
+from domainbed_dge.plugin.host import require_domainbed
+
+require_domainbed()
+
+from domainbed_dge.experiments.timing import METHODS, Settings, run  # noqa: E402
 
 MEBI = 2**20
 
 
-def parse_args(argv: list[str] | None = None) -> tuple[Settings, str | None]:
+def build_parser() -> argparse.ArgumentParser:
     defaults = Settings()
     parser = argparse.ArgumentParser(prog="python -m domainbed_dge.benchmark", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -43,6 +47,11 @@ def parse_args(argv: list[str] | None = None) -> tuple[Settings, str | None]:
     parser.add_argument("--params", type=int, default=None,
                         help="P of the equilibrate-alone matrix (default: the model's parameter count)")
     parser.add_argument("--json", default=None, help="also write every measurement to this file (default: none)")
+    return parser
+
+
+def parse_args(argv: list[str] | None = None) -> tuple[Settings, str | None]:
+    parser = build_parser()
     args = parser.parse_args(argv)
     if args.device == "cuda" and not torch.cuda.is_available():
         parser.error("--device cuda: no CUDA device is available")

@@ -27,7 +27,7 @@ from domainbed_dge.experiments.records import load_runs
 from domainbed_dge.experiments.tables import FORMATS, PAIRED_REFERENCE, report
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m domainbed_dge.collect_results",
         description=__doc__,
@@ -35,11 +35,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         epilog="MDG results (one test environment per job) are DomainBed's: "
                "python -m domainbed.scripts.collect_results --input_dir SWEEP_OUTPUT",
     )
-    parser.add_argument("--input_dir", required=True, help="a sweep's output directory (searched at any depth)")
-    parser.add_argument("--format", choices=FORMATS, default="text", help="default: %(default)s")
-    parser.add_argument("--latex", action="store_true", help="same as --format latex (DomainBed's flag)")
+    parser.add_argument("--input_dir", required=True,
+                        help="a sweep's output directory, searched at any depth (required, no default)")
+    parser.add_argument("--format", choices=FORMATS, default="text", help="(default: %(default)s)")
+    parser.add_argument("--latex", action="store_true", help="same as --format latex, DomainBed's flag (default: off)")
     parser.add_argument("--reference", default=PAIRED_REFERENCE,
                         help="the row every method is compared with pair by pair (default: %(default)s)")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
     args = parser.parse_args(argv)
     fmt = "latex" if args.latex else args.format
     try:

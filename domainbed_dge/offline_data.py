@@ -57,10 +57,17 @@ def write_mnist(data_dir: str, num_images: int | None = None) -> str:
     return raw
 
 
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m domainbed_dge.offline_data", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data_dir", required=True, help="DomainBed's --data_dir (required, no default)")
+    parser.add_argument("--num_images", type=int, default=None,
+                        help="keep N evenly spaced images, for quick tests (default: all 5,000)")
+    return parser
+
+
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--data_dir", required=True, help="DomainBed's --data_dir")
-    parser.add_argument("--num_images", type=int, default=None, help="keep N evenly spaced images (quick tests)")
+    parser = build_parser()
     args = parser.parse_args(argv)
     raw = write_mnist(args.data_dir, args.num_images)
     print(f"Wrote {len(FILES)} IDX files to {raw}")

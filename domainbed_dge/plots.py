@@ -17,11 +17,18 @@ from typing import Sequence
 from domainbed_dge.experiments.figures import write_figures
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m domainbed_dge.plots", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--input_dir", required=True, help="a sweep's output directory (searched at any depth)")
-    parser.add_argument("--output_dir", required=True, help="where the PNG files go (created if needed)")
+    parser.add_argument("--input_dir", required=True,
+                        help="a sweep's output directory, searched at any depth (required, no default)")
+    parser.add_argument("--output_dir", required=True,
+                        help="where the PNG files go, created if needed (required, no default)")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
     args = parser.parse_args(argv)
     if not os.path.isdir(args.input_dir):
         parser.error(f"--input_dir {args.input_dir} is not a directory")

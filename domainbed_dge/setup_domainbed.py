@@ -18,6 +18,8 @@ import subprocess
 import sys
 import sysconfig
 
+from domainbed_dge.plugin.host import NOT_IMPORTABLE, domainbed_importable
+
 PINNED_COMMIT = "b93c22a1cfc3b2428398272c1a116c8de1f4139e"
 PTH_NAME = "domainbed_checkout.pth"
 
@@ -90,10 +92,18 @@ def install(root: str) -> str:
     return path
 
 
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m domainbed_dge.setup_domainbed", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("checkout", nargs="?",
+                        help="path to the DomainBed checkout, the folder holding domainbed/ (default: none, check only)")
+    parser.add_argument("--check", action="store_true",
+                        help="only check the domainbed this interpreter imports (default: off)")
+    return parser
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("checkout", nargs="?", help="path to the DomainBed checkout (the folder holding domainbed/)")
-    parser.add_argument("--check", action="store_true", help="only check the domainbed this interpreter imports")
+    parser = build_parser()
     args = parser.parse_args(argv)
     if args.checkout:
         root = os.path.abspath(os.path.expanduser(args.checkout))
@@ -102,13 +112,10 @@ def main(argv: list[str] | None = None) -> int:
         if not args.check:
             print(f"Wrote {install(root)}: `import domainbed` now finds {root}")
         return check(root)
-    spec = importlib.util.find_spec("domainbed")
-    if spec is None or not spec.submodule_search_locations:
-        print(
-            "domainbed is not importable here. Run `python -m domainbed_dge.setup_domainbed "
-            "/path/to/DomainBed`, set PYTHONPATH to the checkout, or run from its root."
-        )
+    if not domainbed_importable():
+        print(NOT_IMPORTABLE)
         return 1
+    spec = importlib.util.find_spec("domainbed")
     return check(os.path.dirname(list(spec.submodule_search_locations)[0]))
 
 

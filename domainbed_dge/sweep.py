@@ -35,16 +35,23 @@ import argparse
 import json
 import os
 import subprocess
+import sys
 import time
 from typing import Sequence
 
-import numpy as np
-from domainbed import algorithms, command_launchers, datasets
-from domainbed.scripts import sweep as domainbed_sweep
+from domainbed_dge.plugin.host import require_domainbed
 
-from domainbed_dge.experiments.batch_guard import check_batch_sizes
-from domainbed_dge.experiments.jobs import MODES, SweepJob, Variant, make_jobs
-from domainbed_dge.experiments.presets import Preset, PresetError, load_preset
+require_domainbed()
+
+import numpy as np  # noqa: E402
+from domainbed import algorithms, command_launchers, datasets  # noqa: E402
+from domainbed.scripts import sweep as domainbed_sweep  # noqa: E402
+
+from domainbed_dge.experiments.batch_guard import check_batch_sizes  # noqa: E402
+from domainbed_dge.experiments.jobs import SweepJob, Variant, job_hparams, make_jobs  # noqa: E402
+from domainbed_dge.experiments.presets import MODES, Preset, PresetError, load_preset  # noqa: E402
+from domainbed_dge.plugin import launchers, methods  # noqa: E402
+from domainbed_dge.plugin.hparams import HParamError  # noqa: E402
 
 COMMANDS = ("launch", "delete_incomplete", "list")
 #: Launchers that run their commands one after the other before returning: the sweep
@@ -52,6 +59,8 @@ COMMANDS = ("launch", "delete_incomplete", "list")
 SERIAL_LAUNCHERS = ("local", "dummy")
 #: Launchers that run nothing, so need no working ``python`` on PATH.
 DRY_LAUNCHERS = ("dummy",)
+#: DomainBed's launchers that return once every job has ended (``submitit`` may too).
+WAITING_LAUNCHERS = ("local", "multi_gpu")
 #: Where no option and no preset says otherwise: DomainBed's sweep defaults.
 DEFAULTS = {
     "mode": "sdg",
@@ -77,30 +86,33 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="SDG results: python -m domainbed_dge.collect_results --input_dir OUTPUT_DIR",
     )
-    parser.add_argument("command", choices=COMMANDS)
-    parser.add_argument("--preset", help="JSON preset (sweeps/*.json) giving the experiment's settings and variants")
+    parser.add_argument("command", choices=COMMANDS, help="launch the jobs not yet launched, list every job's state, or delete the incomplete ones (required, no default)")
+    parser.add_argument("--preset", help="JSON preset (sweeps/*.json) giving the experiment's settings and variants (default: none)")
     parser.add_argument("--mode", choices=MODES,
-                        help="sdg: one job per source environment (default); mdg: DomainBed's test environments")
-    parser.add_argument("--datasets", nargs="+", help="default: DomainBed's non-debug datasets")
+                        help="sdg: one job per source environment; mdg: DomainBed's test environments (default: the preset's, else sdg)")
+    parser.add_argument("--datasets", nargs="+", help="(default: the preset's, else DomainBed's non-debug datasets)")
     parser.add_argument("--algorithms", nargs="+",
-                        help="default: every algorithm DomainBed knows; with a preset: keep these algorithms' variants")
+                        help="with a preset: keep these algorithms' variants (default: every algorithm DomainBed knows, or all the preset's variants)")
     parser.add_argument("--task", choices=("domain_generalization", "domain_adaptation"),
-                        help="default: domain_generalization")
-    parser.add_argument("--n_hparams_from", type=int, help="first hparams_seed (default 0: the registry's defaults)")
-    parser.add_argument("--n_hparams", type=int, help="hparams_seeds run are [n_hparams_from, n_hparams) (default 20)")
-    parser.add_argument("--output_dir", required=True)
-    parser.add_argument("--data_dir", required=True)
-    parser.add_argument("--seed", type=int, default=0, help="seed of the order in which jobs are launched")
-    parser.add_argument("--n_trials", type=int, help="trial seeds 0 .. n_trials - 1 (default 3)")
-    parser.add_argument("--command_launcher", choices=sorted(command_launchers.REGISTRY), help="required for launch")
-    parser.add_argument("--steps", type=int, help="training steps per job (default: the dataset's)")
+                        help="(default: domain_generalization)")
+    parser.add_argument("--n_hparams_from", type=int, help="first hparams_seed (default: the preset's, else 0: the registry's defaults)")
+    parser.add_argument("--n_hparams", type=int, help="hparams_seeds run are [n_hparams_from, n_hparams) (default: the preset's, else 20)")
+    parser.add_argument("--output_dir", required=True, help="the sweep's directory, one subdirectory per job (required, no default)")
+    parser.add_argument("--data_dir", required=True, help="DomainBed's --data_dir for every job (required, no default)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the order in which jobs are launched (default: %(default)s)")
+    parser.add_argument("--n_trials", type=int, help="trial seeds 0 .. n_trials - 1 (default: the preset's, else 3)")
+    parser.add_argument("--command_launcher", choices=sorted(command_launchers.REGISTRY), help="how jobs run; required for launch (default: none)")
+    parser.add_argument("--steps", type=int, help="training steps per job (default: the preset's, else the dataset's)")
     parser.add_argument("--checkpoint_freq", type=int,
-                        help="steps between checkpoints, passed to train.py (default: the dataset's)")
-    parser.add_argument("--hparams", help="JSON object of hyperparameters for every job")
-    parser.add_argument("--holdout_fraction", type=float, help="default 0.2")
+                        help="steps between checkpoints, passed to train.py (default: the preset's, else the dataset's)")
+    parser.add_argument("--hparams", help="JSON object of hyperparameters for every job, merged into each variant's (default: none)")
+    parser.add_argument("--holdout_fraction", type=float, help="share of each environment held out for validation (default: the preset's, else 0.2)")
     parser.add_argument("--single_test_envs", action="store_true", default=None,
-                        help="MDG only: one test environment per job")
-    parser.add_argument("--skip_confirmation", action="store_true")
+                        help="MDG only: one test environment per job (default: the preset's, else off)")
+    parser.add_argument("--skip_confirmation", action="store_true", help="launch or delete without asking (default: ask)")
+    parser.add_argument("--skip_data_check", action="store_true",
+                        help="launch even when the batch-size check cannot read the data (clusters where only the "
+                             "compute nodes see --data_dir; default: refuse)")
     return parser
 
 
@@ -177,7 +189,8 @@ def _parse_hparams(text: str | None) -> dict:
 def _check_names(kind: str, names: Sequence[str], known: Sequence[str]) -> None:
     unknown = [name for name in names if name not in known]
     if unknown:
-        raise ValueError(f"unknown {kind}(s) {', '.join(unknown)}; allowed: {', '.join(known)}")
+        hint = methods.suggestion(unknown[0], known).rstrip(".")
+        raise ValueError(f"unknown {kind}(s) {', '.join(unknown)}{hint}; allowed: {', '.join(known)}")
 
 
 def summary(jobs: Sequence[SweepJob]) -> str:
@@ -217,7 +230,30 @@ def confirm(question: str) -> bool:
     return answer.strip().lower().startswith("y")
 
 
-def launch(jobs: Sequence[SweepJob], args: argparse.Namespace) -> None:
+def check_hparams(jobs: Sequence[SweepJob]) -> str | None:
+    """The first job whose merged hyperparameters the plugin's algorithm would refuse
+    (an unknown key or a value not allowed), as an error line; ``None`` when all pass."""
+    from domainbed_dge.plugin.algorithms import known_hparams
+
+    for job in jobs:
+        algorithm = job.train_args["algorithm"]
+        if algorithm in methods.NAMES:
+            try:
+                methods.validate(algorithm, job_hparams(job.train_args), known=known_hparams(algorithm))
+            except HParamError as error:
+                return f"{job.describe()}: {error}"
+    return None
+
+
+def waits_for_jobs(launcher: str) -> bool:
+    """Whether ``launcher`` returns only once every job it started has ended."""
+    if launcher == "submitit":
+        return launchers.waits_for_jobs()
+    return launcher in WAITING_LAUNCHERS
+
+
+def launch(jobs: Sequence[SweepJob], args: argparse.Namespace) -> int:
+    """Launch the jobs never launched; the exit status: 1 when a job it waited for failed."""
     to_launch = [job for job in jobs if job.state == domainbed_sweep.Job.NOT_LAUNCHED]
     incomplete = sum(job.state == domainbed_sweep.Job.INCOMPLETE for job in jobs)
     if incomplete:
@@ -225,12 +261,22 @@ def launch(jobs: Sequence[SweepJob], args: argparse.Namespace) -> None:
               "`delete_incomplete` removes them so that `launch` redoes them.")
     if not to_launch:
         print("Nothing to launch.")
-        return
-    problems = check_batch_sizes([job.train_args for job in to_launch], args.data_dir, report=print)
-    if problems:
+        return 0
+    bad = check_hparams(to_launch)
+    if bad is not None:
+        raise SystemExit(f"error: refusing to launch: {bad}")
+    check = check_batch_sizes([job.train_args for job in to_launch], args.data_dir, report=print)
+    if check.unreadable and not args.skip_data_check:
+        raise SystemExit(
+            "error: refusing to launch: the batch-size check cannot read the data:\n  " + "\n  ".join(check.unreadable)
+            + "\nFix --data_dir, or pass --skip_data_check where only the machines that run the jobs see the data."
+        )
+    for line in check.unreadable:
+        print(f"batch-size check skipped (--skip_data_check): {line}")
+    if check.problems:
         raise SystemExit(
             "error: refusing to launch: a batch larger than a training split makes DomainBed's "
-            "InfiniteDataLoader spin forever:\n  " + "\n  ".join(problems) +
+            "InfiniteDataLoader spin forever:\n  " + "\n  ".join(check.problems) +
             "\nLower batch_size (e.g. --hparams '{\"batch_size\": 8}'), use other hparams seeds, or more data."
         )
     if args.command_launcher not in DRY_LAUNCHERS:
@@ -244,7 +290,7 @@ def launch(jobs: Sequence[SweepJob], args: argparse.Namespace) -> None:
     print(f"About to launch {len(to_launch)} jobs with the {args.command_launcher!r} launcher.")
     if not args.skip_confirmation and not confirm("Are you sure?"):
         print("Nothing launched.")
-        return
+        return 0
     order = np.random.RandomState(args.seed).permutation(len(to_launch))
     to_launch = [to_launch[index] for index in order]
     for job in to_launch:
@@ -259,6 +305,15 @@ def launch(jobs: Sequence[SweepJob], args: argparse.Namespace) -> None:
     else:
         launcher([job.job.command_str for job in to_launch])
     print(f"Launched {len(to_launch)} jobs.")
+    if args.command_launcher in DRY_LAUNCHERS or not waits_for_jobs(args.command_launcher):
+        return 0
+    failed = [job for job in to_launch if job.rescanned().state != domainbed_sweep.Job.DONE]
+    if failed:
+        print(f"error: {len(failed)} of the {len(to_launch)} jobs launched failed; their logs:", file=sys.stderr)
+        for job in failed:
+            print(f"  {os.path.join(job.job.output_dir, 'err.txt')} ({job.describe()})", file=sys.stderr)
+        return 1
+    return 0
 
 
 def delete_incomplete(jobs: Sequence[SweepJob], args: argparse.Namespace) -> None:
@@ -272,7 +327,7 @@ def delete_incomplete(jobs: Sequence[SweepJob], args: argparse.Namespace) -> Non
     domainbed_sweep.Job.delete(to_delete)
 
 
-def main(argv: Sequence[str] | None = None) -> None:
+def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command == "launch" and args.command_launcher is None:
@@ -285,13 +340,15 @@ def main(argv: Sequence[str] | None = None) -> None:
     if preset is not None:
         print(f"Preset {args.preset}: {preset.paper + ': ' if preset.paper else ''}{preset.description}")
     print_jobs(jobs)
+    status = 0
     if args.command == "launch":
-        launch(jobs, args)
+        status = launch(jobs, args)
     elif args.command == "delete_incomplete":
         delete_incomplete(jobs, args)
     if args.command != "list":
         print("Now: " + summary([job.rescanned() for job in jobs]))
+    return status
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

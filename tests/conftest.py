@@ -82,7 +82,7 @@ def subprocess_env() -> dict[str, str]:
 def run_module(module: str, *args: str, cwd: Path, python: str = sys.executable, check: bool = True):
     """Run ``python -m module args`` from ``cwd``; fail with its output if it fails."""
     result = subprocess.run(
-        [python, "-m", module, *args], cwd=cwd, env=subprocess_env(), capture_output=True, text=True
+        [python, "-m", module, *args], cwd=cwd, env=subprocess_env(), capture_output=True, text=True, timeout=900
     )
     if check and result.returncode != 0:
         pytest.fail(f"python -m {module} {' '.join(args)} exited {result.returncode}:\n{result.stdout[-4000:]}\n{result.stderr[-4000:]}")

@@ -17,7 +17,8 @@ already on disk:
   folders only list their files; nothing is decoded).
 
 A dataset that cannot be read that way (its files are not there, or it would
-download) is not checked, and the sweep says so.
+download) cannot be checked: the sweep refuses to launch unless told to skip the check
+(``--skip_data_check``, for clusters where only the compute nodes see the data).
 """
 
 from __future__ import annotations
@@ -105,21 +106,30 @@ def find_oversized(
     return found
 
 
-def check_batch_sizes(train_args_list: list[dict], data_dir: str, report: Callable[[str], None]) -> list[str]:
-    """Check every job; ``report`` gets one line per dataset saying what was checked.
-    Returns one error line per oversized (environment, batch size), empty if none."""
+@dataclass(frozen=True)
+class BatchCheck:
+    """What :func:`check_batch_sizes` found: one error line per oversized (environment,
+    batch size), and one line per dataset whose environments could not be read."""
+
+    problems: list
+    unreadable: list
+
+
+def check_batch_sizes(train_args_list: list[dict], data_dir: str, report: Callable[[str], None]) -> BatchCheck:
+    """Check every job; ``report`` gets one line per dataset that was checked."""
     readable: dict[str, list[int]] = {}
+    unreadable = []
     for dataset in sorted({args["dataset"] for args in train_args_list}):
         try:
             readable[dataset] = environment_sizes(dataset, data_dir)
         except SizesUnavailable as error:
-            report(f"batch-size check: {dataset} not checked, its environments cannot be read from "
-                   f"--data_dir {data_dir} ({error})")
+            unreadable.append(f"{dataset}: its environments cannot be read from --data_dir {data_dir} ({error})")
             continue
         report(f"batch-size check: {dataset} environment sizes {readable[dataset]}")
     checked = [args for args in train_args_list if args["dataset"] in readable]
     found = find_oversized(checked, readable.__getitem__)
-    return [problem.message(jobs) for problem, jobs in sorted(found.items(), key=lambda item: _order(item[0]))]
+    problems = [problem.message(jobs) for problem, jobs in sorted(found.items(), key=lambda item: _order(item[0]))]
+    return BatchCheck(problems, unreadable)
 
 
 def _order(problem: OversizedBatch) -> tuple:

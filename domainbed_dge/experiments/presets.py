@@ -45,13 +45,12 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from domainbed_dge.plugin.hparams import is_int, is_number
+from domainbed_dge.plugin.hparams import LABELS, is_int, is_number
 from domainbed_dge.plugin.methods import NAMES
 
-#: The hyperparameter that carries a variant's name into results.jsonl.
-VARIANT_HPARAM = "sweep_variant"
-#: The hyperparameter that carries a preset's target environments into results.jsonl.
-TARGETS_HPARAM = "sweep_targets"
+#: The hyperparameters that carry a variant's name and a preset's target environments
+#: into results.jsonl (every algorithm of the plugin accepts them).
+VARIANT_HPARAM, TARGETS_HPARAM = LABELS
 #: SDG: one job per source environment; MDG: DomainBed's test-environment choice.
 MODES = ("sdg", "mdg")
 

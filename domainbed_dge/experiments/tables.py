@@ -14,11 +14,13 @@ over (source, trial) pairs with a 95 % Student-t interval.
 from __future__ import annotations
 
 import statistics
+import sys
 from dataclasses import dataclass
 from typing import Iterable, Sequence
 
 from domainbed_dge.experiments.records import Loaded, Run, label_of
 from domainbed_dge.experiments.selection import SELECTION_METHODS, SOURCE_VALIDATION, Selection, select
+from domainbed_dge.plugin.host import NOT_IMPORTABLE
 from domainbed_dge.plugin.methods import NAMES
 
 #: Rows come in this order, then other algorithms alphabetically; a method's labelled
@@ -48,14 +50,30 @@ def method_order(methods: Iterable[str], algorithm_of: dict[str, str]) -> list[s
 
 def environment_names(dataset: str, num_environments: int) -> list[str]:
     """DomainBed's names for the dataset's environments; ``env<i>`` where DomainBed
-    does not know the dataset or counts its environments differently."""
+    cannot be imported, does not know the dataset or counts its environments
+    differently, said once on stderr."""
     try:
         from domainbed import datasets
 
         names = list(datasets.get_dataset_class(dataset).ENVIRONMENTS)
-    except (ImportError, NotImplementedError):
-        names = []
-    return names if len(names) == num_environments else [f"env{env}" for env in range(num_environments)]
+        why = f"DomainBed has {len(names)} environments for {dataset}, the results {num_environments}"
+    except ImportError:
+        names, why = [], NOT_IMPORTABLE
+    except NotImplementedError:
+        names, why = [], f"DomainBed does not know the dataset {dataset}"
+    if len(names) == num_environments:
+        return names
+    _warn_once(f"warning: environments of {dataset} are labelled env0 .. env{num_environments - 1}: {why}")
+    return [f"env{env}" for env in range(num_environments)]
+
+
+_WARNED: set = set()
+
+
+def _warn_once(message: str) -> None:
+    if message not in _WARNED:
+        _WARNED.add(message)
+        print(message, file=sys.stderr)
 
 
 def dataset_order(names: Iterable[str]) -> list[str]:
@@ -64,7 +82,7 @@ def dataset_order(names: Iterable[str]) -> list[str]:
         from domainbed import datasets
 
         known = list(datasets.DATASETS)
-    except ImportError:
+    except ImportError:  # environment_names says so
         known = []
     return sorted(set(names), key=lambda name: (known.index(name) if name in known else len(known), name))
 

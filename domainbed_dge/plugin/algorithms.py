@@ -13,7 +13,7 @@ import torch.nn.functional as F
 
 try:
     from domainbed import algorithms as host
-    from domainbed import networks
+    from domainbed import hparams_registry, networks
 except ImportError as error:
     raise ImportError(
         f"domainbed_dge's algorithms need DomainBed, which failed to import ({error}). Make a checkout of "
@@ -43,7 +43,7 @@ class GradientEngine(host.Algorithm):
 
     def __init__(self, input_shape, num_classes, num_domains, hparams):
         super().__init__(input_shape, num_classes, num_domains, hparams)
-        methods.validate(self.method.name, hparams)
+        methods.validate(self.method.name, hparams, known=known_hparams(self.method.name))
         self.single_source = num_domains == 1
         self.num_gradient_domains = hparams["dge_num_views"] if self.single_source else num_domains
         self.featurizer = networks.Featurizer(input_shape, hparams)
@@ -138,6 +138,12 @@ class GradientEngine(host.Algorithm):
         return self.network(x)
 
 
+def known_hparams(algorithm: str) -> set[str]:
+    """The names DomainBed's registry (with this plugin's entries) defines for ``algorithm``."""
+    return set(hparams_registry.default_hparams(algorithm, "RotatedMNIST")) | set(
+        hparams_registry.default_hparams(algorithm, "PACS"))
+
+
 def _make_optimizer(parameters, hparams) -> torch.optim.Optimizer:
     if hparams["dge_optimizer"] == "sgd":
         return torch.optim.SGD(
@@ -165,12 +171,30 @@ del _method
 
 
 def register(module=host) -> None:
-    """Add this module's algorithms to DomainBed's list and namespace (idempotent)."""
+    """Add this module's algorithms to DomainBed's list and namespace, and make an
+    unknown name's error list the registered ones with the nearest (idempotent)."""
     for name in methods.NAMES:
         if not hasattr(module, name):
             setattr(module, name, globals()[name])
         if name not in module.ALGORITHMS:
             module.ALGORITHMS.append(name)
+    if not getattr(module.get_algorithm_class, "__suggests__", False):
+        module.get_algorithm_class = _suggesting(module.get_algorithm_class, module.ALGORITHMS)
+
+
+def _suggesting(get_algorithm_class, registered: list[str]):
+    def get_algorithm_class_or_suggest(algorithm_name):
+        try:
+            return get_algorithm_class(algorithm_name)
+        except NotImplementedError:
+            raise NotImplementedError(
+                f"Algorithm not found: {algorithm_name}{methods.suggestion(algorithm_name, registered)} "
+                f"Registered algorithms: {', '.join(registered)}"
+            ) from None
+
+    get_algorithm_class_or_suggest.__doc__ = get_algorithm_class.__doc__
+    get_algorithm_class_or_suggest.__suggests__ = True
+    return get_algorithm_class_or_suggest
 
 
 register()

@@ -15,6 +15,9 @@ from typing import Any, Callable
 
 import numpy as np
 
+#: Hyperparameters that label a run for the tables (a preset's variant name and
+#: targets); every algorithm accepts and ignores them, train.py records them.
+LABELS = ("sweep_variant", "sweep_targets")
 #: ``none``: the views are the batch itself (the Baseline's vanilla training).
 AUGMENTATIONS = ("randaugment", "rotation", "brightness", "rotation_brightness", "none")
 #: DESIGN 1b: one draw per view batch (the paper), per image, or K draws fixed for the run.

@@ -42,6 +42,7 @@ Configured by environment variables (unset means the default):
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import time
 from dataclasses import dataclass
@@ -187,6 +188,14 @@ def _report(jobs: list) -> None:
     print(f"submitit: {len(jobs)} jobs ended, {len(jobs) - len(failed)} succeeded, {len(failed)} failed", flush=True)
     for job in failed:
         print(f"submitit: job {job.job_id} failed; its log: {job.paths.stderr}", flush=True)
+
+
+def waits_for_jobs(environ: Mapping[str, str] = os.environ) -> bool:
+    """Whether :func:`submitit_launcher` returns only once every job has ended: local
+    jobs, or Slurm with ``DGE_SUBMITIT_WAIT=1``."""
+    config = LauncherConfig.from_environment(environ)
+    cluster = config.cluster or ("slurm" if shutil.which("sbatch") else "local")
+    return cluster == "local" or config.wait
 
 
 def register(module) -> None:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import difflib
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
 import numpy as np
 
@@ -28,6 +28,7 @@ from domainbed_dge.core.equilibrium import ADJUST_AGAINST
 from domainbed_dge.plugin.hparams import (
     ENGINE_HPARAMS,
     HParam,
+    LABELS,
     HParamError,
     choice,
     fixed,
@@ -127,10 +128,12 @@ NAMES = tuple(method.name for method in METHODS)
 BY_NAME = {method.name: method for method in METHODS}
 
 
-def suggestion(name: str, known) -> str:
-    """``"; did you mean 'x'?"`` for the nearest of ``known`` (difflib), or ``""``."""
-    close = difflib.get_close_matches(name, list(known), n=1)
-    return f"; did you mean {close[0]!r}?" if close else ""
+def suggestion(name: str, known: Iterable[str]) -> str:
+    """``"; did you mean 'x'?"`` for the nearest of ``known`` (difflib, ignoring case),
+    else ``"."``."""
+    by_lower = {candidate.lower(): candidate for candidate in known}
+    close = difflib.get_close_matches(name.lower(), list(by_lower), n=1)
+    return f"; did you mean {by_lower[close[0]]!r}?" if close else "."
 
 
 def method_named(name: str) -> Method:
@@ -163,9 +166,17 @@ def define(
     return entries
 
 
-def validate(algorithm: str, hparams: dict[str, Any]) -> None:
-    """Raise :class:`HParamError` naming the first key whose value is missing or not
-    allowed, with the value and what is allowed."""
+def validate(algorithm: str, hparams: dict[str, Any], known: Iterable[str] | None = None) -> None:
+    """Raise :class:`HParamError` naming the first key that is unknown (when ``known``,
+    the names DomainBed's registry defines for ``algorithm``, is given; the labels of
+    ``hparams.LABELS`` are always known), or whose value is missing or not allowed,
+    with the value and what is allowed."""
+    if known is not None:
+        allowed = set(known) | set(LABELS)
+        for name in hparams:
+            if name not in allowed:
+                raise HParamError(f"{algorithm}: hyperparameter {name!r} is not one of {algorithm}'s"
+                                  f"{suggestion(name, allowed)} Known: {', '.join(sorted(allowed))}")
     for h in hparams_of(algorithm):
         if h.name not in hparams:
             raise HParamError(f"{algorithm}: hyperparameter {h.name!r} is missing; allowed: {h.allowed}")

@@ -53,9 +53,21 @@ def register_launchers(module) -> None:
     importlib.import_module("domainbed_dge.plugin.launchers").register(module)
 
 
+def remember_environments(module) -> None:
+    """``domainbed.datasets``: remember which environment each split comes from."""
+    importlib.import_module("domainbed_dge.plugin.loader_guard").remember_environments(module)
+
+
+def guard_infinite_loader(module) -> None:
+    """``domainbed.lib.fast_data_loader``: refuse a batch larger than its split."""
+    importlib.import_module("domainbed_dge.plugin.loader_guard").guard_infinite_loader(module)
+
+
 #: DomainBed module -> the function that patches it.
 PATCHES = {
     "domainbed.algorithms": register_algorithms,
     "domainbed.hparams_registry": register_hparams,
     "domainbed.command_launchers": register_launchers,
+    "domainbed.datasets": remember_environments,
+    "domainbed.lib.fast_data_loader": guard_infinite_loader,
 }

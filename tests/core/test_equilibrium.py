@@ -209,7 +209,8 @@ def test_net_vs_gradavg_is_what_k_sgd_steps_add_to_gradavg_times_k(G, steps, aga
     k_gradavg = K * G.mean(dim=0)
     if k_gradavg.norm() > 1e-9:
         expected = float((result.directions.sum(dim=0) - k_gradavg).norm() / k_gradavg.norm())
-        assert result.net_vs_gradavg == pytest.approx(expected, rel=1e-6, abs=1e-9)
+        # From the K x K statistics, |r| carries a rounding floor of about 1e-8 |S| (a square root).
+        assert result.net_vs_gradavg == pytest.approx(expected, rel=1e-6, abs=1e-6)
 
 
 @settings(max_examples=40, deadline=None)

@@ -122,7 +122,9 @@ def test_tables_pin_selection_statistics_and_skipped_lines(sweep):
         ["env2", "X", "X", "-"],
     ]
     warnings = [line for line in result.stderr.splitlines() if line.startswith("warning:")]
-    assert len(warnings) == 3
+    assert len(warnings) == 4
+    assert warnings.count("warning: environments of ToyShift are labelled env0 .. env2: DomainBed does not know "
+                          "the dataset ToyShift") == 1  # said once, for both selections
     killed = sweep / "erm_s0_t1_h0" / "results.jsonl"
     assert any(f"{killed} line 3: skipped, Unterminated string" in line for line in warnings)
     adjust_off = sweep / "dge_adjust_off" / "results.jsonl"

@@ -9,7 +9,6 @@ from pathlib import Path
 import pytest
 
 from conftest import run_module
-from domainbed_dge import plots
 from domainbed_dge.experiments import figures as drawing
 from domainbed_dge.experiments.records import load_runs
 from domainbed_dge.experiments.selection import SOURCE_VALIDATION, select

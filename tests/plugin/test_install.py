@@ -15,7 +15,7 @@ import pytest
 
 from conftest import DOMAINBED_ROOT, read_results, run_module, subprocess_env
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def make_child_environment(root: Path) -> str:
@@ -40,7 +40,7 @@ def install(python: str, source: Path, editable: bool) -> None:
 
 @pytest.fixture
 def source_copy(tmp_path) -> Path:
-    ignore = shutil.ignore_patterns(".git", "build", "*.egg-info", "__pycache__", ".hypothesis", ".pytest_cache")
+    ignore = shutil.ignore_patterns(".git", "build", "*.egg-info", "__pycache__", ".hypothesis", ".pytest_cache", "reports")
     return Path(shutil.copytree(REPO, tmp_path / "source", ignore=ignore))
 
 
@@ -57,7 +57,7 @@ def test_domainbed_train_finds_dge_after_install(tmp_path, source_copy, offline_
     last = results[-1]
     for env in range(6):
         assert 0.0 <= last[f"env{env}_in_acc"] <= 1.0 and 0.0 <= last[f"env{env}_out_acc"] <= 1.0
-    for key in ("loss", "grad_cosine", "conflict_fraction", "direction_norm_ratio", "dge_weight_0", "dge_weight_2"):
+    for key in ("loss", "grad_cosine", "pair_conflict_fraction", "direction_norm_ratio", "dge_weight_0", "dge_weight_2"):
         assert isinstance(last[key], float), key
     assert last["hparams"]["dge_num_views"] == 3 and last["args"]["test_envs"] == [1, 2, 3, 4, 5]
 

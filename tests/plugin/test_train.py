@@ -87,3 +87,13 @@ sys.exit(not unittest.TextTestRunner(verbosity=2).run(suite).wasSuccessful())
 def test_domainbed_models_suite_passes_on_debug28():
     result = run_unittest(DEBUG28_MODELS_SUITE.format(names=ALGORITHMS))
     assert result.returncode == 0, result.stderr[-3000:]
+
+
+@pytest.mark.parametrize("algorithm", ["ERM", "DGE"])
+def test_a_batch_larger_than_the_source_split_is_one_clear_error_not_a_hang(train, algorithm):
+    # The offline fixture has 100 images per environment: 80 in the source's training split.
+    result = train(algorithm, "--hparams", '{"batch_size": 1000}', name=f"big_{algorithm}", check=False)
+    assert result.returncode != 0
+    last_line = result.stderr.strip().splitlines()[-1]
+    assert "batch_size 1000 exceeds the 80 training examples of RotatedMNIST environment 0 ('0', 100 examples)" \
+        in last_line
