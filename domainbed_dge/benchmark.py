@@ -42,8 +42,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="bf16: autocast the forward passes (default: %(default)s)")
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cuda" if torch.cuda.is_available() else "cpu",
                         help="default: cuda when available, else cpu (here: %(default)s)")
-    parser.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS),
-                        help="ERM is always measured: ratios are against it (default: all)")
+    parser.add_argument("--methods", nargs="+", default=list(METHODS), metavar="METHOD",
+                        help=f"some of {', '.join(METHODS)}; ERM is always measured, ratios are against it "
+                             "(default: all)")
     parser.add_argument("--params", type=int, default=None,
                         help="P of the equilibrate-alone matrix (default: the model's parameter count)")
     parser.add_argument("--json", default=None, help="also write every measurement to this file (default: none)")

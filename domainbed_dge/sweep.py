@@ -189,8 +189,8 @@ def _parse_hparams(text: str | None) -> dict:
 def _check_names(kind: str, names: Sequence[str], known: Sequence[str]) -> None:
     unknown = [name for name in names if name not in known]
     if unknown:
-        hint = methods.suggestion(unknown[0], known).rstrip(".")
-        raise ValueError(f"unknown {kind}(s) {', '.join(unknown)}{hint}; allowed: {', '.join(known)}")
+        raise ValueError(f"unknown {kind}(s) {', '.join(unknown)}{methods.suggestion(unknown[0], known)} "
+                         f"Allowed: {', '.join(known)}")
 
 
 def summary(jobs: Sequence[SweepJob]) -> str:

@@ -133,7 +133,7 @@ class EquilibriumCombiner(Combiner):
     with their mean. ``options`` are
     :func:`~domainbed_dge.core.equilibrium.equilibrate`'s. Diagnostics: the adjusted
     pairs (Eqs. 5-6) as a count and as ``pair_conflict_fraction``, the weights, and
-    ``dge_net_vs_gradavg`` (see :class:`~domainbed_dge.core.equilibrium.EquilibriumMixing`).
+    ``dge_net_vs_gradavg`` (see :class:`~domainbed_dge.core.equilibrium.Equilibrium`).
     """
 
     STATE = "equilibrium_weights"

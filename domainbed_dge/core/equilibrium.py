@@ -8,7 +8,7 @@ the host, and one matrix product to form the directions.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 
@@ -24,33 +24,24 @@ ADJUST_AGAINST = ("adjusted", "original")
 
 
 @dataclass(frozen=True)
-class EquilibriumMixing:
-    """One equilibrium step in the space of domain indices.
+class Equilibrium:
+    """One equilibrium step (Eqs. 3-9).
 
-    ``mixing`` (K x K) maps the gradient matrix to the refined directions,
-    ``weights`` are the updated domain weights, ``adjusted_pairs`` counts the ordered
-    pairs (i, j) whose specific gradients were projected in Eqs. 5-6, and
-    ``net_vs_gradavg`` is ``|sum_k w_k S'_k| / |K g_inv|``: what K sequential plain-SGD
-    steps of the directions add to K steps of the mean gradient, relative to those
-    (DESIGN 1b; 0 when the mean gradient is 0).
+    ``mixing`` (K x K, host float64) maps the gradient matrix to the refined
+    directions, ``d = mixing @ G``; ``weights`` are the updated domain weights (Eq. 8);
+    ``adjusted_pairs`` counts the ordered pairs (i, j) whose specific gradients were
+    projected in Eqs. 5-6; ``net_vs_gradavg`` is ``|sum_k w_k S'_k| / |K g_inv|``, what K
+    sequential plain-SGD steps of the directions add to K steps of the mean gradient,
+    relative to those (DESIGN 1b; 0 when the mean gradient is 0). :func:`equilibrate`
+    also sets ``directions`` (K x P), and gives them and ``weights`` on G's device and
+    dtype; :func:`equilibrium_mixing` leaves ``directions`` unset.
     """
 
     mixing: torch.Tensor
     weights: torch.Tensor
     adjusted_pairs: int
     net_vs_gradavg: float
-
-
-@dataclass(frozen=True)
-class Equilibrium:
-    """Result of :func:`equilibrate`: the K x P refined directions ``d_k`` (Eq. 9), the
-    new weights, the number of adjusted pairs and ``net_vs_gradavg`` (see
-    :class:`EquilibriumMixing`), on the gradient matrix's device."""
-
-    directions: torch.Tensor
-    weights: torch.Tensor
-    adjusted_pairs: int
-    net_vs_gradavg: float
+    directions: torch.Tensor | None = None
 
 
 def adjustment(specific_gram: torch.Tensor, alpha: float, against: str = "adjusted") -> tuple[torch.Tensor, int]:
@@ -107,7 +98,7 @@ def equilibrium_mixing(
     adjust: bool = True,
     reweight: bool = True,
     adjust_against: str = "adjusted",
-) -> EquilibriumMixing:
+) -> Equilibrium:
     """Eqs. 3-9 on the host: the mixing matrix ``M = I - diag(w) C (I - 11^T / K)``.
 
     ``d_k = g_k - w_k S'_k`` (Eq. 9) with ``S' = C S`` and ``S = (I - 11^T / K) G``.
@@ -127,7 +118,7 @@ def equilibrium_mixing(
     residual_sq = float((weights @ adjusted_gram @ weights).clamp(min=0))
     mean_norm = K * float(gram.mean_sq.clamp(min=0)) ** 0.5
     net_vs_gradavg = residual_sq**0.5 / mean_norm if mean_norm > 0 else 0.0
-    return EquilibriumMixing(mixing, weights, adjusted_pairs, net_vs_gradavg)
+    return Equilibrium(mixing, weights, adjusted_pairs, net_vs_gradavg)
 
 
 def equilibrate(
@@ -165,4 +156,4 @@ def equilibrate(
         adjust_against=adjust_against,
     )
     directions = step.mixing.to(G.device, G.dtype) @ G
-    return Equilibrium(directions, step.weights.to(G.device, G.dtype), step.adjusted_pairs, step.net_vs_gradavg)
+    return replace(step, weights=step.weights.to(G.device, G.dtype), directions=directions)

@@ -51,7 +51,7 @@ from domainbed_dge.core.gram import GradientGram, gram_statistics
 from domainbed_dge.core.reference import reference_equilibrate
 from domainbed_dge.plugin.algorithms import DGE
 from domainbed_dge.plugin.views import view_maker_for
-from domainbed_dge.plugin.methods import METHODS as REGISTERED, equilibrium_options
+from domainbed_dge.plugin.methods import METHODS as REGISTERED, equilibrium_options, suggestion
 
 ENGINE_METHODS = tuple(method.name for method in REGISTERED if method.benchmarked)
 METHODS = ("ERM", *ENGINE_METHODS, "LoopDGE")
@@ -84,7 +84,8 @@ class Settings:
             raise ValueError("need batch, image_size, steps >= 1, views >= 2 and warmup >= 0")
         unknown = [method for method in self.methods if method not in METHODS]
         if unknown:
-            raise ValueError(f"unknown method(s) {', '.join(unknown)}; allowed: {', '.join(METHODS)}")
+            raise ValueError(f"unknown method(s) {', '.join(unknown)}{suggestion(unknown[0], METHODS)} "
+                             f"Allowed: {', '.join(METHODS)}")
         if "ERM" not in self.methods:
             object.__setattr__(self, "methods", ("ERM", *self.methods))  # every ratio is against ERM
 

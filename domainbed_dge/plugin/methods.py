@@ -136,14 +136,6 @@ def suggestion(name: str, known: Iterable[str]) -> str:
     return f"; did you mean {by_lower[close[0]]!r}?" if close else "."
 
 
-def method_named(name: str) -> Method:
-    """The entry of ``name``; ``KeyError`` naming the registered methods otherwise."""
-    if name not in BY_NAME:
-        raise KeyError(f"{name!r} is not a method of domainbed_dge{suggestion(name, NAMES)} "
-                       f"Registered: {', '.join(NAMES)}")
-    return BY_NAME[name]
-
-
 def hparams_of(algorithm: str) -> tuple[HParam, ...]:
     """The plugin's hyperparameters of ``algorithm`` (none for DomainBed's own)."""
     if algorithm not in BY_NAME:

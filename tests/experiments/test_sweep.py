@@ -170,9 +170,9 @@ def test_bad_presets_are_refused_naming_the_key(change, message):
 
 
 def test_unknown_algorithm_or_dataset_is_refused():
-    with pytest.raises(ValueError, match="unknown algorithm\\(s\\) NoSuchAlgorithm; allowed: ERM"):
+    with pytest.raises(ValueError, match="unknown algorithm\\(s\\) NoSuchAlgorithm. Allowed: ERM"):
         resolve("--datasets", "PACS", "--algorithms", "NoSuchAlgorithm")
-    with pytest.raises(ValueError, match="unknown dataset\\(s\\) PACs"):
+    with pytest.raises(ValueError, match="unknown dataset\\(s\\) PACs; did you mean 'PACS'\\? Allowed: "):
         resolve("--datasets", "PACs", "--algorithms", "ERM")
 
 
