@@ -6,7 +6,9 @@ For each dataset and each selection method (``source validation``: checkpoint an
 hyperparameters chosen on the source domain's ``out`` split; ``oracle``: on the
 target domains' ``out`` splits, as DomainBed's oracle; see
 ``domainbed_dge.experiments.selection``): one row per algorithm (or labelled
-variant), one column per source domain, and an ``Avg`` column; each method's paired
+variant), one column per source domain, and an ``Avg`` column; for source-validation
+selection, the selected checkpoints' accuracy on the source's validation split (what
+a learning rate is chosen on); each method's paired
 difference to ``--reference`` (default: the step-matched control ``GradAvg x K``)
 where that row exists; per method, the source x target accuracy matrix. The tables
 are described in ``domainbed_dge.experiments.tables``.
@@ -39,6 +41,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="a sweep's output directory, searched at any depth (required, no default)")
     parser.add_argument("--format", choices=FORMATS, default="text", help="(default: %(default)s)")
     parser.add_argument("--latex", action="store_true", help="same as --format latex, DomainBed's flag (default: off)")
+    parser.add_argument("--max_step", type=int, default=None,
+                        help="ignore checkpoints after this step, as if the runs had stopped there (default: none)")
     parser.add_argument("--reference", default=PAIRED_REFERENCE,
                         help="the row every method is compared with pair by pair (default: %(default)s)")
     return parser
@@ -49,7 +53,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     fmt = "latex" if args.latex else args.format
     try:
-        loaded = load_runs(args.input_dir)
+        loaded = load_runs(args.input_dir, max_step=args.max_step)
     except FileNotFoundError as error:
         parser.error(str(error))
     if not loaded.runs:

@@ -119,9 +119,10 @@ def results_files(input_dir: str) -> list[str]:
     return found
 
 
-def load_runs(input_dir: str, warn: Callable[[str], None] = warn_to_stderr) -> Loaded:
-    """SDG runs from every results.jsonl under ``input_dir``; bad lines are skipped
-    with ``warn("<file> line <n>: <why>")``."""
+def load_runs(input_dir: str, warn: Callable[[str], None] = warn_to_stderr, max_step: int | None = None) -> Loaded:
+    """SDG runs from every results.jsonl under ``input_dir``, keeping the checkpoints up
+    to ``max_step`` (all when ``None``, as if the runs had stopped there); bad lines
+    are skipped with ``warn("<file> line <n>: <why>")``."""
     if not os.path.isdir(input_dir):
         raise FileNotFoundError(f"--input_dir {input_dir} is not a directory")
     loaded = Loaded(runs=[])
@@ -138,6 +139,8 @@ def load_runs(input_dir: str, warn: Callable[[str], None] = warn_to_stderr) -> L
                 except (json.JSONDecodeError, BadRecord) as error:
                     loaded.skipped_lines += 1
                     warn(f"{path} line {number}: skipped, {error}")
+                    continue
+                if max_step is not None and record["step"] > max_step:
                     continue
                 loaded.records += 1
                 args = record["args"]

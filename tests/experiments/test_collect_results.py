@@ -211,3 +211,17 @@ def test_paired_differences_to_the_step_matched_control(tmp_path):
     rows = text_table(output, title + ", target accuracy in points")
     assert rows == [["Method", "pairs", "mean diff (points)", "95% interval", "wins", "losses"],
                     ["DGE", "4", "+4.0", "[-4.2, +12.2]", "3", "1"]]
+
+
+def test_selection_scores_and_max_step(sweep):
+    # ERM, source 0: trial 0 selects hparams 1 at step 0 (0.90), trial 1 step 0 (0.80).
+    output = tables.report(str(sweep), load_runs(str(sweep)), "text")
+    rows = text_table(output, f"{DATASET}, {SOURCE_VALIDATION} selection: the selected checkpoints' source "
+                              "validation accuracy (%)")
+    assert rows[0] == ["Algorithm", "env0", "env1", "env2", "Avg"]
+    assert rows[1][:2] == ["ERM", "85.0 +/- 5.0 (2)"]
+    # Stopped at step 0, the oracle sees one checkpoint per run: hparams 0's targets' out
+    # mean is 0.9 against hparams 1's 0.2, so it takes hparams 0: targets 0.20, 0.40.
+    early = load_runs(str(sweep), max_step=0)
+    assert all(record["step"] == 0 for run in early.runs for record in run.records)
+    assert select(early.runs, ORACLE)[(DATASET, "ERM", 0, 0)].accuracy == pytest.approx(0.30)
