@@ -45,6 +45,11 @@ REDUCTIONS = ("sum", "mean")
 
 @dataclass(frozen=True)
 class Method:
+    """One method: ``name`` in DomainBed (``--algorithm``), ``label`` of its rows in
+    tables and plots, ``summary`` (its class docstring), ``combiner`` built from a
+    run's hyperparameters, its own ``hparams`` beyond the engine's, ``min_domains``
+    (the least ``dge_num_views`` it accepts), and whether the benchmark times it."""
+
     name: str
     label: str
     summary: str
