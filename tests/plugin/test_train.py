@@ -94,6 +94,7 @@ def test_a_batch_larger_than_the_source_split_is_one_clear_error_not_a_hang(trai
     # The offline fixture has 100 images per environment: 80 in the source's training split.
     result = train(algorithm, "--hparams", '{"batch_size": 1000}', name=f"big_{algorithm}", check=False)
     assert result.returncode != 0
-    last_line = result.stderr.strip().splitlines()[-1]
+    # train.py tees stderr into err.txt through its stdout.
+    last_line = (result.stdout + result.stderr).strip().splitlines()[-1]
     assert "batch_size 1000 exceeds the 80 training examples of RotatedMNIST environment 0 ('0', 100 examples)" \
         in last_line
