@@ -24,9 +24,13 @@ algorithms; ``--hparams`` is merged into each variant's (the variant's own keys 
 ``launch`` runs only jobs never launched: done jobs are skipped, so running it again
 resumes a sweep. Incomplete jobs (a directory without ``done``) are left alone, as they
 may still be running; ``delete_incomplete`` removes them so that ``launch`` redoes them.
-Before launching it refuses jobs whose batch size exceeds a training environment's
-in-split (see ``domainbed_dge.experiments.batch_guard``), and jobs that ``python`` on PATH cannot
-run. It ends with how many jobs are done, incomplete and not launched.
+Before launching anything it refuses: a job whose hyperparameters the plugin's
+algorithm would refuse (an unknown key or a value not allowed); a batch size larger
+than a training environment's in-split (see ``domainbed_dge.experiments.batch_guard``),
+and data it cannot read for that check unless ``--skip_data_check``; jobs that
+``python`` on PATH cannot run. A preset that breaks the fairness rules of
+``experiments.presets.fairness_problems`` gets a warning. It ends with how many jobs
+are done, incomplete and not launched, and exits 1 when a job it waited for failed.
 """
 
 from __future__ import annotations
@@ -49,7 +53,7 @@ from domainbed.scripts import sweep as domainbed_sweep  # noqa: E402
 
 from domainbed_dge.experiments.batch_guard import check_batch_sizes  # noqa: E402
 from domainbed_dge.experiments.jobs import SweepJob, Variant, job_hparams, make_jobs  # noqa: E402
-from domainbed_dge.experiments.presets import MODES, Preset, PresetError, load_preset  # noqa: E402
+from domainbed_dge.experiments.presets import MODES, Preset, PresetError, fairness_problems, load_preset  # noqa: E402
 from domainbed_dge.plugin import launchers, methods  # noqa: E402
 from domainbed_dge.plugin.hparams import HParamError  # noqa: E402
 
@@ -339,6 +343,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(str(error))
     if preset is not None:
         print(f"Preset {args.preset}: {preset.paper + ': ' if preset.paper else ''}{preset.description}")
+        for problem in fairness_problems(preset):
+            print(f"warning: not a like-with-like comparison: {problem}", file=sys.stderr)
     print_jobs(jobs)
     status = 0
     if args.command == "launch":

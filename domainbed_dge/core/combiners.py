@@ -92,6 +92,7 @@ class PCGradCombiner(Combiner):
     ordered pairs that were projected."""
 
     def __init__(self, order: str, reduction: str):
+        peers.check_pcgrad_options(order, reduction)
         self.order = order
         self.reduction = reduction
 
@@ -123,6 +124,12 @@ class AgreementCombiner(Combiner):
         )
 
 
+#: Eq. 8's weights kept across iterations (Alg. 1 as written), or reset to 1 each one.
+WEIGHT_MODES = ("persistent", "reset")
+#: K optimizer steps, one per refined direction (the paper), or one with their mean.
+UPDATES = ("sequential", "mean")
+
+
 class EquilibriumCombiner(Combiner):
     """Domain Gradient Equilibrium (paper, Alg. 1 and Eqs. 2-9).
 
@@ -139,6 +146,10 @@ class EquilibriumCombiner(Combiner):
     STATE = "equilibrium_weights"
 
     def __init__(self, *, weights: str, update: str, **options):
+        if weights not in WEIGHT_MODES:
+            raise ValueError(f"weights {weights!r} is not allowed; allowed: {', '.join(WEIGHT_MODES)}")
+        if update not in UPDATES:
+            raise ValueError(f"update {update!r} is not allowed; allowed: {', '.join(UPDATES)}")
         self.options = options
         self.weights = weights
         self.update = update

@@ -104,6 +104,8 @@ def equilibrium_mixing(
     ``d_k = g_k - w_k S'_k`` (Eq. 9) with ``S' = C S`` and ``S = (I - 11^T / K) G``.
     The options are :func:`equilibrate`'s.
     """
+    if adjust_against not in ADJUST_AGAINST:
+        raise ValueError(f"adjust_against {adjust_against!r} is not allowed; allowed: {', '.join(ADJUST_AGAINST)}")
     K = gram.num_domains
     weights = weights.detach().to("cpu", torch.float64)
     if adjust:

@@ -20,6 +20,18 @@ def grad_avg_mixing(num_domains: int) -> torch.Tensor:
     return torch.full((1, num_domains), 1.0 / num_domains, dtype=torch.float64)
 
 
+PCGRAD_ORDERS = ("random", "fixed")
+PCGRAD_REDUCTIONS = ("sum", "mean")
+
+
+def check_pcgrad_options(order: str, reduction: str) -> None:
+    """Raise ValueError naming an ``order`` or ``reduction`` PCGrad does not have."""
+    if order not in PCGRAD_ORDERS:
+        raise ValueError(f"PCGrad order {order!r} is not allowed; allowed: {', '.join(PCGRAD_ORDERS)}")
+    if reduction not in PCGRAD_REDUCTIONS:
+        raise ValueError(f"PCGrad reduction {reduction!r} is not allowed; allowed: {', '.join(PCGRAD_REDUCTIONS)}")
+
+
 def pcgrad_mixing(
     full_gram: torch.Tensor, *, order: str = "random", reduction: str = "sum", generator: torch.Generator | None = None
 ) -> tuple[torch.Tensor, int]:
@@ -30,6 +42,7 @@ def pcgrad_mixing(
     paper); ``"fixed"`` uses increasing ``j``. ``reduction`` sums (the paper) or
     averages the projected gradients.
     """
+    check_pcgrad_options(order, reduction)
     K = full_gram.shape[0]
     coefficients = torch.eye(K, dtype=torch.float64)
     conflicts = 0

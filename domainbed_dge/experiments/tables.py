@@ -19,7 +19,8 @@ from dataclasses import dataclass
 from typing import Iterable, Sequence
 
 from domainbed_dge.experiments.records import Loaded, Run, label_of
-from domainbed_dge.experiments.selection import SELECTION_METHODS, SOURCE_VALIDATION, Selection, select
+from domainbed_dge.experiments.presets import STEP_MATCHED_CONTROL
+from domainbed_dge.experiments.selection import ORACLE, SELECTION_METHODS, SOURCE_VALIDATION, Selection, select
 from domainbed_dge.plugin.host import NOT_IMPORTABLE
 from domainbed_dge.plugin.methods import NAMES
 
@@ -27,11 +28,11 @@ from domainbed_dge.plugin.methods import NAMES
 #: variants follow it, alphabetically.
 ALGORITHM_ORDER = ("ERM", *NAMES)
 #: The step-matched control every method is compared with, pair by pair.
-PAIRED_REFERENCE = "GradAvg x K"
+PAIRED_REFERENCE = STEP_MATCHED_CONTROL
 FORMATS = ("text", "markdown", "latex")
 SELECTION_DESCRIPTIONS = {
     SOURCE_VALIDATION: "checkpoint and hparams chosen on the source domain's out split",
-    "oracle": "hparams chosen on the target domains' out splits, last checkpoint (DomainBed's oracle)",
+    ORACLE: "hparams chosen on the target domains' out splits, last checkpoint (DomainBed's oracle)",
 }
 MISSING = "X"
 PLUS_MINUS = {"text": "+/-", "markdown": "±", "latex": "$\\pm$"}

@@ -80,8 +80,9 @@ class Settings:
     def __post_init__(self):
         if self.model not in ("resnet18", "resnet50"):
             raise ValueError(f"model {self.model!r} is not allowed; allowed: resnet18, resnet50")
-        if min(self.batch, self.image_size, self.steps) < 1 or self.views < 2 or self.warmup < 0:
-            raise ValueError("need batch, image_size, steps >= 1, views >= 2 and warmup >= 0")
+        for name, minimum in (("batch", 1), ("image_size", 1), ("steps", 1), ("views", 2), ("warmup", 0)):
+            if getattr(self, name) < minimum:
+                raise ValueError(f"{name} = {getattr(self, name)} is not allowed; allowed: an integer >= {minimum}")
         unknown = [method for method in self.methods if method not in METHODS]
         if unknown:
             raise ValueError(f"unknown method(s) {', '.join(unknown)}{suggestion(unknown[0], METHODS)} "

@@ -53,7 +53,7 @@ class GradientEngine(host.Algorithm):
         self.network = torch.nn.Sequential(self.featurizer, self.classifier)
         self.trainable = [p for p in self.network.parameters() if p.requires_grad]
         self.optimizer = _make_optimizer(self.trainable, hparams)
-        # train.py seeds torch with the run's --seed just before building the algorithm.
+        # train.py seeds torch with the run's --seed before it builds the data and the algorithm.
         self.view_maker = view_maker_for(hparams, input_shape[0], run_seed=torch.initial_seed())
         if hparams["dge_view_sampling"] == "fixed":
             self._keep_fixed_view_seeds()

@@ -1,4 +1,4 @@
-"""Whether DomainBed, the host, can be imported, said the same way by every command."""
+"""Whether DomainBed, the host, can be imported, and the one line every command says when not."""
 
 from __future__ import annotations
 

@@ -41,6 +41,7 @@ Configured by environment variables (unset means the default):
 
 from __future__ import annotations
 
+import math
 import os
 import shutil
 import subprocess
@@ -124,7 +125,7 @@ def _parse_number(environ: Mapping[str, str], name: str, kind: type, *, minimum:
         value = kind(text)
     except ValueError:
         value = None
-    if value is None or value < minimum or (strict and value == minimum):
+    if value is None or not math.isfinite(value) or value < minimum or (strict and value == minimum):
         bound = f"> {minimum}" if strict else f">= {minimum}"
         noun = "an integer" if kind is int else "a number"
         raise LauncherConfigError(f"{variable}={text!r} is not allowed; allowed: {noun} {bound}")

@@ -45,7 +45,7 @@ def remember_environments(module) -> None:
 
 
 def describe_split(split) -> str:
-    """``"RotatedMNIST environment 2 ('30'), 833 examples"`` for a train.py split of a
+    """``"RotatedMNIST environment 2 ('30', 833 examples)"`` for a train.py split of a
     remembered environment, else ``"a training split"``."""
     environment = getattr(split, "underlying_dataset", split)
     known = _ENVIRONMENTS.get(environment) if _is_weakrefable(environment) else None

@@ -18,6 +18,8 @@ from typing import Any, Callable, Iterable
 import numpy as np
 
 from domainbed_dge.core.combiners import (
+    UPDATES,
+    WEIGHT_MODES,
     AgreementCombiner,
     Combiner,
     EquilibriumCombiner,
@@ -25,6 +27,7 @@ from domainbed_dge.core.combiners import (
     PCGradCombiner,
 )
 from domainbed_dge.core.equilibrium import ADJUST_AGAINST
+from domainbed_dge.core.peers import PCGRAD_ORDERS, PCGRAD_REDUCTIONS
 from domainbed_dge.plugin.hparams import (
     ENGINE_HPARAMS,
     HParam,
@@ -37,10 +40,6 @@ from domainbed_dge.plugin.hparams import (
     num_views,
 )
 
-WEIGHT_MODES = ("persistent", "reset")
-UPDATES = ("sequential", "mean")
-PCGRAD_ORDERS = ("random", "fixed")
-REDUCTIONS = ("sum", "mean")
 
 
 @dataclass(frozen=True)
@@ -92,7 +91,7 @@ DGE_HPARAMS = (
 
 PCGRAD_HPARAMS = (
     choice("pcgrad_order", PCGRAD_ORDERS, "a fresh random order over j != i per i, or increasing j"),
-    choice("pcgrad_reduction", REDUCTIONS, "sum or average the projected gradients"),
+    choice("pcgrad_reduction", PCGRAD_REDUCTIONS, "sum or average the projected gradients"),
 )
 
 METHODS = (

@@ -26,14 +26,13 @@ from __future__ import annotations
 import torch
 from torchvision.transforms import v2
 
+from domainbed_dge.plugin.hparams import NORMALIZATIONS, VIEW_SAMPLINGS
+
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 #: Paper, Table 9: rotation in [-30, 30] degrees, brightness factor in [0.7, 1.3].
 ROTATION_DEGREES = (-30.0, 30.0)
 BRIGHTNESS_FACTORS = (0.7, 1.3)
-
-
-SAMPLINGS = ("batch", "image", "fixed")
 
 
 def make_transform(augment: str, random_ops: int, magnitude: int) -> v2.Transform | None:
@@ -58,7 +57,7 @@ def fixed_view_seeds(run_seed: int, count: int) -> list[int]:
     """``count`` seeds for ``fixed`` views, derived from ``run_seed`` by a private
     generator (the global random state is neither read nor advanced)."""
     generator = torch.Generator().manual_seed(run_seed)
-    return torch.randint(0, 2**62, (count,), generator=generator).tolist()
+    return torch.randint(0, 2**62, (count,), generator=generator, device="cpu").tolist()
 
 
 def view_maker_for(hparams: dict, channels: int, run_seed: int) -> "ViewMaker":
@@ -85,12 +84,12 @@ class ViewMaker:
         sampling: str = "batch",
         seeds: list[int] | None = None,
     ):
-        if normalization not in ("imagenet", "none"):
-            raise ValueError(f"unknown input normalization {normalization!r}; allowed: imagenet, none")
+        if normalization not in NORMALIZATIONS:
+            raise ValueError(f"unknown input normalization {normalization!r}; allowed: {', '.join(NORMALIZATIONS)}")
         if normalization == "imagenet" and channels != 3:
             raise ValueError(f"ImageNet normalisation needs 3 channels, the input has {channels}")
-        if sampling not in SAMPLINGS:
-            raise ValueError(f"unknown view sampling {sampling!r}; allowed: {', '.join(SAMPLINGS)}")
+        if sampling not in VIEW_SAMPLINGS:
+            raise ValueError(f"unknown view sampling {sampling!r}; allowed: {', '.join(VIEW_SAMPLINGS)}")
         if sampling == "fixed" and transform is not None and not seeds:
             raise ValueError("fixed views need their seeds (one per view)")
         self.transform = transform

@@ -83,3 +83,14 @@ def test_reset_weights_start_every_iteration_from_one():
     torch.testing.assert_close(plan_of(reset, G, decayed).state, plan_of(persistent, G, fresh).state)
     assert not torch.allclose(plan_of(persistent, G, decayed).state["equilibrium_weights"],
                               plan_of(persistent, G, fresh).state["equilibrium_weights"])
+
+
+def test_combiners_refuse_options_they_do_not_have():
+    with pytest.raises(ValueError, match="weights 'sometimes' is not allowed; allowed: persistent, reset"):
+        EquilibriumCombiner(weights="sometimes", update="sequential", **DGE_OPTIONS)
+    with pytest.raises(ValueError, match="update 'both' is not allowed; allowed: sequential, mean"):
+        EquilibriumCombiner(weights="reset", update="both", **DGE_OPTIONS)
+    with pytest.raises(ValueError, match="PCGrad order 'sorted' is not allowed; allowed: random, fixed"):
+        PCGradCombiner("sorted", "sum")
+    with pytest.raises(ValueError, match="PCGrad reduction 'max' is not allowed; allowed: sum, mean"):
+        PCGradCombiner("fixed", "max")

@@ -221,3 +221,8 @@ def test_two_domains_never_adjust_and_keep_unit_weights(G, alpha):
     assert result.adjusted_pairs == 0
     torch.testing.assert_close(result.weights, torch.ones(2, dtype=torch.float64))
     torch.testing.assert_close(result.directions, G.mean(dim=0).expand(2, -1))
+
+
+def test_adjust_against_is_checked_even_with_adjustment_off():
+    with pytest.raises(ValueError, match="'current'"):
+        equilibrate(READINGS_G, torch.ones(3), adjust=False, adjust_against="current")

@@ -9,7 +9,6 @@ from pathlib import Path
 
 import pytest
 
-from conftest import run_module
 from test_sweep import run_cli, sweep_env
 
 REPO = Path(__file__).resolve().parents[2]
@@ -126,3 +125,17 @@ def test_every_option_of_every_command_states_its_default(module):
             continue
         text = formatter._expand_help(action) if action.help else ""
         assert "default" in text, f"{module} {'/'.join(action.option_strings) or action.dest}: {text!r}"
+
+
+@pytest.mark.domainbed
+def test_a_preset_that_is_not_like_with_like_gets_a_warning(tmp_path):
+    preset = tmp_path / "unfair.json"
+    preset.write_text(json.dumps({
+        "description": "d", "modes": ["sdg"], "datasets": ["RotatedMNIST"], "n_trials": 1, "n_hparams_from": 0,
+        "n_hparams": 1, "steps": 2, "hparams": {"lr": 0.01},
+        "variants": [{"name": "ERM", "algorithm": "ERM"}, {"name": "DGE", "algorithm": "DGE"}]}))
+    result = run_cli("domainbed_dge.sweep", "list", "--preset", str(preset), "--data_dir", "D",
+                     "--output_dir", str(tmp_path / "out"), cwd=tmp_path)
+    assert result.returncode == 0
+    assert "warning: not a like-with-like comparison: hparams do not set 'weight_decay'" in result.stderr
+    assert "variant 'ERM' runs DomainBed's ERM with its own optimizer" in result.stderr

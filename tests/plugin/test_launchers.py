@@ -98,3 +98,9 @@ def test_registered_into_domainbed_in_a_fresh_interpreter(tmp_path):
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == ["domainbed_dge.plugin.launchers", "submitit_launcher"]
     assert result.stderr == ""
+
+
+@pytest.mark.parametrize("text", ["nan", "inf"])
+def test_memory_must_be_a_finite_number(text):
+    with pytest.raises(LauncherConfigError, match=f"DGE_SUBMITIT_MEM_GB='{text}' is not allowed"):
+        LauncherConfig.from_environment({"DGE_SUBMITIT_MEM_GB": text})

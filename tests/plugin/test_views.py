@@ -144,3 +144,9 @@ def test_bad_sampling_and_missing_seeds_are_refused():
         rotation_maker("fixed")
     with pytest.raises(ValueError, match="3 fixed views.*2 seeds"):
         rotation_maker("fixed", [1, 2]).views(torch.rand(2, 1, 8, 8), 3)
+
+
+def test_fixed_view_seeds_are_drawn_on_the_cpu_under_any_default_device():
+    with torch.device("meta"):
+        seeds = fixed_view_seeds(3, 2)
+    assert seeds == fixed_view_seeds(3, 2) and all(isinstance(seed, int) for seed in seeds)
