@@ -167,7 +167,7 @@ def accuracy_table(results: DatasetResults, fmt: str) -> tuple[list[str], list[l
     return header, rows
 
 
-def validation_table(results: DatasetResults) -> tuple[list[str], list[list[str]]]:
+def validation_table(results: DatasetResults, fmt: str) -> tuple[list[str], list[list[str]]]:
     """Header and rows of the selection scores: for source-validation selection, the
     chosen checkpoint's accuracy (%) on the source's ``out`` split, mean ± std over trials."""
     header = ["Algorithm", *(results.environments[source] for source in results.sources), "Avg"]
@@ -176,7 +176,7 @@ def validation_table(results: DatasetResults) -> tuple[list[str], list[list[str]
         cells, means = [], []
         for source in results.sources:
             scores = [selection.score for selection in results.trials(method, source)]
-            cells.append(format_cell(scores, "text"))
+            cells.append(format_cell(scores, fmt))
             means.append(mean_and_std(scores)[0] if scores else None)
         rows.append([method, *cells, MISSING if None in means else f"{statistics.fmean(means):.1f}"])
     return header, rows
@@ -238,10 +238,8 @@ def report(input_dir: str, loaded: Loaded, fmt: str, reference: str = PAIRED_REF
             title = f"{results.dataset}, {method} selection"
             parts.append(render(f"{title}: accuracy by source domain", *accuracy_table(results, fmt), fmt))
             if method == SOURCE_VALIDATION:
-                header, rows = validation_table(results)
-                rows = [[cell.replace("+/-", PLUS_MINUS[fmt]) for cell in row] for row in rows]
                 parts.append(render(f"{title}: the selected checkpoints' source validation accuracy (%)",
-                                    header, rows, fmt))
+                                    *validation_table(results, fmt), fmt))
             if reference in results.methods:
                 parts.append(render(f"{title}: paired difference to {reference} over (source, trial) pairs, "
                                     "target accuracy in points", *paired_table(results, reference), fmt))
