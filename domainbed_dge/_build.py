@@ -3,27 +3,19 @@
 A regular wheel gets it from ``build_py`` (files at the root of ``build_lib`` land in
 site-packages). ``pip install -e`` (PEP 660) does not install ``build_py``'s outputs,
 so the editable wheel gets it next to the ``.pth`` files setuptools writes itself.
-Both are named in ``setup.cfg``'s ``cmdclass``.
+Both are named in ``setup.cfg``'s ``cmdclass``. Where an installer still leaves the
+file out, ``python -m domainbed_dge.setup_domainbed`` writes it.
 """
 
 import os
+import runpy
 
 from setuptools.command.build_py import build_py
 from setuptools.command.editable_wheel import editable_wheel
 
-PTH_NAME = "domainbed_dge.pth"
-# One line, executed by site.py at start-up; it must never raise.
-PTH_LINE = (
-    'import sys; exec("try:\\n from domainbed_dge import _startup\\n _startup.install()'
-    '\\nexcept Exception:\\n pass")\n'
-)
-
-
-def write_pth(directory: str) -> str:
-    path = os.path.join(directory, PTH_NAME)
-    with open(path, "w") as handle:
-        handle.write(PTH_LINE)
-    return path
+# setuptools loads this file outside the package (domainbed_dge is not importable while
+# it builds), so the sibling module is read by path.
+write_pth = runpy.run_path(os.path.join(os.path.dirname(__file__), "_pth.py"))["write_pth"]
 
 
 class BuildPyWithStartupHook(build_py):

@@ -4,8 +4,11 @@
     python -m domainbed_dge.setup_domainbed --check
 
 The first form writes ``domainbed_checkout.pth`` (one line: the checkout's path) into
-site-packages, then checks. ``--check`` only checks whatever ``domainbed`` this
-interpreter imports (PYTHONPATH, the current directory, or that .pth file). A checkout
+site-packages, writes the plugin's start-up hook (``domainbed_dge.pth``) there too when
+a fresh interpreter does not run it (some installers leave it out of an editable
+install), then checks. ``--check`` only checks whatever ``domainbed`` this
+interpreter imports (PYTHONPATH, the current directory, or that .pth file). Both check that
+the start-up hook runs, without which DomainBed never sees the plugin. A checkout
 at another commit than the pinned one is reported, not refused.
 """
 
@@ -18,6 +21,7 @@ import subprocess
 import sys
 import sysconfig
 
+from domainbed_dge import _pth
 from domainbed_dge.plugin.host import NOT_IMPORTABLE, domainbed_importable
 
 PINNED_COMMIT = "b93c22a1cfc3b2428398272c1a116c8de1f4139e"
@@ -53,14 +57,16 @@ def checkout_problems(package_dir: str) -> list[str]:
 
 
 def checkout_commit(root: str) -> str | None:
-    """The checkout's git commit, or None when it is not a git work tree."""
+    """The checkout's git commit, or None when it is not the root of a git work tree
+    (a copy inside another repository is not that repository's commit)."""
     try:
         result = subprocess.run(
-            ["git", "-C", root, "rev-parse", "HEAD"], capture_output=True, text=True, check=True
+            ["git", "-C", root, "rev-parse", "--show-toplevel", "HEAD"], capture_output=True, text=True, check=True
         )
     except (OSError, subprocess.CalledProcessError):
         return None
-    return result.stdout.strip()
+    toplevel, commit = result.stdout.split()
+    return commit if os.path.realpath(toplevel) == os.path.realpath(root) else None
 
 
 def check(root: str) -> int:
@@ -81,15 +87,29 @@ def check(root: str) -> int:
         print("  This checkout lacks parts of DomainBed's API that domainbed-dge uses.")
         return 1
     print("  API: everything domainbed-dge uses is there")
+    if not hook_runs():
+        print(f"  ERROR: the start-up hook does not run, so DomainBed will not see DGE; "
+              f"`python -m domainbed_dge.setup_domainbed {root}` writes {_pth.PTH_NAME} into site-packages")
+        return 1
+    print("  start-up hook: runs (DomainBed's train, sweep and collect_results see DGE)")
     return 0
+
+
+def hook_runs() -> bool:
+    """Whether a fresh interpreter like this one installs the plugin's start-up hook."""
+    return subprocess.run([sys.executable, "-c", _pth.HOOK_PROBE], capture_output=True).returncode == 0
 
 
 def install(root: str) -> str:
     """Write the .pth line that puts ``root`` on sys.path; return the file written."""
-    path = os.path.join(sysconfig.get_paths()["purelib"], PTH_NAME)
+    path = os.path.join(site_packages(), PTH_NAME)
     with open(path, "w", encoding="utf-8") as handle:
         handle.write(root + "\n")
     return path
+
+
+def site_packages() -> str:
+    return sysconfig.get_paths()["purelib"]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -111,6 +131,8 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(f"{root} is not a DomainBed checkout: it has no domainbed/algorithms.py")
         if not args.check:
             print(f"Wrote {install(root)}: `import domainbed` now finds {root}")
+            if not hook_runs():
+                print(f"Wrote {_pth.write_pth(site_packages())}: the plugin's start-up hook, which the install left out")
         return check(root)
     if not domainbed_importable():
         print(NOT_IMPORTABLE)

@@ -51,6 +51,7 @@ import numpy as np  # noqa: E402
 from domainbed import algorithms, command_launchers, datasets  # noqa: E402
 from domainbed.scripts import sweep as domainbed_sweep  # noqa: E402
 
+from domainbed_dge._pth import HOOK_PROBE  # noqa: E402
 from domainbed_dge.experiments.batch_guard import check_batch_sizes  # noqa: E402
 from domainbed_dge.experiments.jobs import SweepJob, Variant, job_hparams, make_jobs  # noqa: E402
 from domainbed_dge.experiments.presets import MODES, Preset, PresetError, fairness_problems, load_preset  # noqa: E402
@@ -77,10 +78,7 @@ DEFAULTS = {
 }
 #: Run by ``python`` from PATH, as the jobs are: exit 0 when DomainBed imports and the
 #: plugin's start-up hook is installed, 3 when the hook is missing.
-INTERPRETER_PROBE = (
-    "import sys, domainbed; from domainbed_dge._startup import PatchingFinder; "
-    "sys.exit(0 if any(isinstance(f, PatchingFinder) for f in sys.meta_path) else 3)"
-)
+INTERPRETER_PROBE = "import domainbed; " + HOOK_PROBE
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -111,6 +109,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="steps between checkpoints, passed to train.py (default: the preset's, else the dataset's)")
     parser.add_argument("--hparams", help="JSON object of hyperparameters for every job, merged into each variant's (default: none)")
     parser.add_argument("--holdout_fraction", type=float, help="share of each environment held out for validation (default: the preset's, else 0.2)")
+    parser.add_argument("--sources", type=int, nargs="+",
+                        help="SDG only: the source environments to run, by index (default: the preset's, else all)")
     parser.add_argument("--single_test_envs", action="store_true", default=None,
                         help="MDG only: one test environment per job (default: the preset's, else off)")
     parser.add_argument("--skip_confirmation", action="store_true", help="launch or delete without asking (default: ask)")
@@ -155,6 +155,13 @@ def resolve_jobs(args: argparse.Namespace, preset: Preset | None) -> list[SweepJ
                          "need 0 <= --n_hparams_from < --n_hparams")
     if setting("n_trials") < 1:
         raise ValueError(f"--n_trials {setting('n_trials')} is not allowed; allowed: an integer >= 1")
+    sources = args.sources if args.sources is not None else (None if preset is None else preset.sources)
+    if args.sources is not None and "sdg" not in modes:
+        raise ValueError("--sources applies to --mode sdg only (MDG trains on every environment but the test ones)")
+    targets = () if preset is None else preset.targets or ()
+    if args.sources is not None and set(args.sources) & set(targets):
+        raise ValueError(f"--sources {' '.join(map(str, args.sources))} is not allowed; allowed: environments "
+                         f"that are not the preset's targets {list(targets)}")
     if args.single_test_envs and "mdg" not in modes:
         raise ValueError("--single_test_envs applies to --mode mdg only (SDG has one job per source environment)")
     jobs = []
@@ -172,7 +179,7 @@ def resolve_jobs(args: argparse.Namespace, preset: Preset | None) -> list[SweepJ
             task=setting("task"),
             holdout_fraction=setting("holdout_fraction"),
             single_test_envs=mode == "mdg" and setting("single_test_envs"),
-            sources=None if preset is None else preset.sources,
+            sources=sources,
             checkpoint_freq=setting("checkpoint_freq"),
         )
     return jobs
@@ -221,7 +228,8 @@ def check_job_interpreter() -> str | None:
     if result.returncode == 0:
         return None
     if result.returncode == 3:
-        return "domainbed_dge's start-up hook is not installed for it (pip install domainbed-dge there)"
+        return ("domainbed_dge's start-up hook does not run there (pip install domainbed-dge there, then "
+                "python -m domainbed_dge.setup_domainbed /path/to/DomainBed, which writes the hook if the install left it out)")
     lines = result.stderr.strip().splitlines()
     return lines[-1] if lines else f"it exited {result.returncode}"
 

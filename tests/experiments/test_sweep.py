@@ -136,6 +136,21 @@ def test_domainnet_preset_runs_its_sources_and_tables_its_one_target():
     assert all(json.loads(job.train_args["hparams"])["sweep_targets"] == [4] for job in jobs)
 
 
+def test_sources_on_the_command_line_replace_the_presets():
+    preset = str(REPO / "sweeps" / "rotated_mnist_fair.json")
+    by_preset = resolve("--preset", preset)
+    all_six = resolve("--preset", preset, "--sources", "0", "1", "2", "3", "4", "5")
+    assert len(all_six) == 3 * len(by_preset)
+    # The preset's own sources give the same jobs (same directories) either way.
+    assert {job.job.output_dir for job in by_preset} < {job.job.output_dir for job in all_six}
+    with pytest.raises(ValueError, match="source environment 6 is not allowed; allowed: 0 .. 5"):
+        resolve("--preset", preset, "--sources", "6")
+    with pytest.raises(ValueError, match="--sources 4 is not allowed; allowed: environments that are not the preset's targets \\[4\\]"):
+        resolve("--preset", str(REPO / "sweeps" / "sdg_domainnet.json"), "--sources", "4")
+    with pytest.raises(ValueError, match="--sources applies to --mode sdg only"):
+        resolve("--datasets", "PACS", "--mode", "mdg", "--sources", "0")
+
+
 def test_checkpoint_freq_from_a_preset_reaches_train_py():
     jobs = resolve("--preset", str(REPO / "sweeps" / "rotated_mnist_fair_lr.json"))
     assert {job.train_args["checkpoint_freq"] for job in jobs} == {100}

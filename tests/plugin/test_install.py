@@ -62,6 +62,27 @@ def test_domainbed_train_finds_dge_after_install(tmp_path, source_copy, offline_
     assert last["hparams"]["dge_num_views"] == 3 and last["args"]["test_envs"] == [1, 2, 3, 4, 5]
 
 
+@pytest.mark.domainbed
+def test_setup_domainbed_writes_a_start_up_hook_the_install_left_out(tmp_path, source_copy):
+    """Seen with pip 24.0 and setuptools 81 on Python 3.12: ``pip install -e .`` without
+    ``domainbed_dge.pth``. The set-up command finds that, says so, and mends it."""
+    python = make_child_environment(tmp_path / "venv")
+    install(python, source_copy, editable=True)
+    child_site = probe(python, "import sysconfig; print(sysconfig.get_paths()['purelib'])").stdout.strip()
+    hook = Path(child_site, "domainbed_dge.pth")
+    hook.unlink()
+    registered = "from domainbed import algorithms; print('DGE' in algorithms.ALGORITHMS)"
+    setup = run_module("domainbed_dge.setup_domainbed", str(DOMAINBED_ROOT), cwd=tmp_path, python=python)
+    assert f"Wrote {hook}: the plugin's start-up hook, which the install left out" in setup.stdout
+    assert "start-up hook: runs" in setup.stdout
+    assert probe(python, registered).stdout.strip() == "True"
+    hook.unlink()
+    check = run_module("domainbed_dge.setup_domainbed", "--check", cwd=tmp_path, python=python, check=False)
+    assert check.returncode == 1
+    assert "ERROR: the start-up hook does not run, so DomainBed will not see DGE" in check.stdout
+    assert probe(python, registered).stdout.strip() == "False"
+
+
 def probe(python: str, code: str) -> subprocess.CompletedProcess:
     return subprocess.run([python, "-c", code], capture_output=True, text=True, env=subprocess_env())
 
@@ -112,7 +133,7 @@ def test_other_algorithms_hparams_are_unchanged(tmp_path):
 
 
 def test_start_up_never_breaks_when_the_package_is_gone(tmp_path):
-    from domainbed_dge._build import PTH_LINE
+    from domainbed_dge._pth import PTH_LINE
 
     site_dir = tmp_path / "site"
     site_dir.mkdir()

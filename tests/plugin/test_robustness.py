@@ -106,3 +106,19 @@ def test_missing_domainbed_gives_one_clear_message_and_breaks_nothing_else(tmp_p
     started, message = result.stdout.splitlines()
     assert started == "started"
     assert "need DomainBed" in message and "setup_domainbed /path/to/DomainBed" in message
+
+
+def test_checkout_commit_is_that_of_the_checkout_not_of_a_repository_around_it(tmp_path):
+    from domainbed_dge.setup_domainbed import checkout_commit
+
+    def git(*args):
+        return subprocess.run(["git", "-C", str(tmp_path), *args], capture_output=True, text=True, check=True).stdout
+
+    git("init", "-q")
+    (tmp_path / "file").write_text("x")
+    git("add", "file")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "-m", "c")
+    inner = tmp_path / "copy_of_domainbed"
+    inner.mkdir()
+    assert checkout_commit(str(tmp_path)) == git("rev-parse", "HEAD").strip()
+    assert checkout_commit(str(inner)) is None
