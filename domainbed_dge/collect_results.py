@@ -43,6 +43,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--latex", action="store_true", help="same as --format latex, DomainBed's flag (default: off)")
     parser.add_argument("--max_step", type=int, default=None,
                         help="ignore checkpoints after this step, as if the runs had stopped there (default: none)")
+    parser.add_argument("--finished_only", action="store_true",
+                        help="read only the jobs that wrote DomainBed's `done` marker (default: off, as DomainBed: "
+                             "running and stopped jobs count with the checkpoints they have)")
     parser.add_argument("--reference", default=PAIRED_REFERENCE,
                         help="the row every method is compared with pair by pair (default: %(default)s)")
     return parser
@@ -53,7 +56,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     fmt = "latex" if args.latex else args.format
     try:
-        loaded = load_runs(args.input_dir, max_step=args.max_step)
+        loaded = load_runs(args.input_dir, max_step=args.max_step, finished_only=args.finished_only)
     except FileNotFoundError as error:
         parser.error(str(error))
     if not loaded.runs:

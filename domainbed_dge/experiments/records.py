@@ -67,6 +67,10 @@ class Loaded:
     records: int = 0
     skipped_lines: int = 0
     other_records: int = 0
+    #: Results files without DomainBed's ``done`` marker beside them (jobs still
+    #: running, or stopped): read, or left out with ``finished_only``.
+    unfinished_files: int = 0
+    finished_only: bool = False
 
 
 def check_record(record) -> int:
@@ -119,15 +123,21 @@ def results_files(input_dir: str) -> list[str]:
     return found
 
 
-def load_runs(input_dir: str, warn: Callable[[str], None] = warn_to_stderr, max_step: int | None = None) -> Loaded:
+def load_runs(input_dir: str, warn: Callable[[str], None] = warn_to_stderr, max_step: int | None = None,
+              finished_only: bool = False) -> Loaded:
     """SDG runs from every results.jsonl under ``input_dir``, keeping the checkpoints up
-    to ``max_step`` (all when ``None``, as if the runs had stopped there); bad lines
-    are skipped with ``warn("<file> line <n>: <why>")``."""
+    to ``max_step`` (all when ``None``, as if the runs had stopped there), and only the
+    jobs that wrote ``done`` when ``finished_only``; bad lines are skipped with
+    ``warn("<file> line <n>: <why>")``."""
     if not os.path.isdir(input_dir):
         raise FileNotFoundError(f"--input_dir {input_dir} is not a directory")
-    loaded = Loaded(runs=[])
+    loaded = Loaded(runs=[], finished_only=finished_only)
     runs: dict[tuple, Run] = {}
     for path in results_files(input_dir):
+        if not os.path.exists(os.path.join(os.path.dirname(path), "done")):
+            loaded.unfinished_files += 1
+            if finished_only:
+                continue
         loaded.files += 1
         with open(path, errors="replace") as handle:
             for number, line in enumerate(handle, 1):

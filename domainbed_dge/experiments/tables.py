@@ -220,13 +220,23 @@ def latex_escape(text: str) -> str:
     return "".join(replacements.get(char, char) for char in text)
 
 
+def unfinished_note(loaded: Loaded) -> str:
+    """What the header says of jobs without ``done``: nothing when there are none."""
+    if not loaded.unfinished_files:
+        return ""
+    if loaded.finished_only:
+        return f" {loaded.unfinished_files} unfinished results files (no `done`) left out (--finished_only)."
+    return (f" {loaded.unfinished_files} of the results files are unfinished (no `done`: running or stopped jobs),"
+            " and their checkpoints so far are counted; --finished_only leaves them out.")
+
+
 def report(input_dir: str, loaded: Loaded, fmt: str, reference: str = PAIRED_REFERENCE) -> str:
     """The whole output: what was read, a legend, then every dataset's tables (with
     the paired differences to ``reference`` where that row exists)."""
     lines = [
         f"SDG results under {input_dir}: {loaded.records} records in {loaded.files} results files, "
         f"{len(loaded.runs)} SDG runs; {loaded.skipped_lines} bad lines skipped; {loaded.other_records} records "
-        "not SDG (for MDG: python -m domainbed.scripts.collect_results).",
+        "not SDG (for MDG: python -m domainbed.scripts.collect_results)." + unfinished_note(loaded),
         "Accuracy tables: accuracy (%) on the target domains' in splits, averaged over the targets; "
         "mean +/- std over trials (number of trials); columns: the source domain.",
         *(f"Selection '{method}': {description}." for method, description in SELECTION_DESCRIPTIONS.items()),

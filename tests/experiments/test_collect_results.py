@@ -225,3 +225,18 @@ def test_selection_scores_and_max_step(sweep):
     early = load_runs(str(sweep), max_step=0)
     assert all(record["step"] == 0 for run in early.runs for record in run.records)
     assert select(early.runs, ORACLE)[(DATASET, "ERM", 0, 0)].accuracy == pytest.approx(0.30)
+
+
+def test_finished_only_leaves_out_jobs_without_done(sweep):
+    (sweep / "dge_s2" / "done").unlink()  # a job still running; the MDG job has no done either
+    every = run_module("domainbed_dge.collect_results", "--input_dir", str(sweep), cwd=sweep).stdout
+    finished = run_module("domainbed_dge.collect_results", "--input_dir", str(sweep), "--finished_only", cwd=sweep).stdout
+    assert ("2 of the results files are unfinished (no `done`: running or stopped jobs), and their checkpoints "
+            "so far are counted; --finished_only leaves them out.") in every
+    assert "2 unfinished results files (no `done`) left out (--finished_only)." in finished
+    title = f"{DATASET}, {SOURCE_VALIDATION} selection: accuracy by source domain"
+    assert text_table(every, title)[0] == ["Algorithm", "env0", "env1", "env2", "Avg"]
+    assert ["DGE", "40.0 +/- 0.0 (1)", "50.0 +/- 0.0 (1)", "60.0 +/- 0.0 (1)", "50.0"] in text_table(every, title)
+    # Only DGE ran from source 2, so its column goes with the unfinished job.
+    assert text_table(finished, title)[0] == ["Algorithm", "env0", "env1", "Avg"]
+    assert ["DGE", "40.0 +/- 0.0 (1)", "50.0 +/- 0.0 (1)", "45.0"] in text_table(finished, title)
