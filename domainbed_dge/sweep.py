@@ -95,6 +95,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--datasets", nargs="+", help="(default: the preset's, else DomainBed's non-debug datasets)")
     parser.add_argument("--algorithms", nargs="+",
                         help="with a preset: keep these algorithms' variants (default: every algorithm DomainBed knows, or all the preset's variants)")
+    parser.add_argument("--variants", nargs="+", metavar="NAME",
+                        help="with a preset: keep only the variants of these names (default: all)")
     parser.add_argument("--task", choices=("domain_generalization", "domain_adaptation"),
                         help="(default: domain_generalization)")
     parser.add_argument("--n_hparams_from", type=int, help="first hparams_seed (default: the preset's, else 0: the registry's defaults)")
@@ -131,6 +133,8 @@ def resolve_jobs(args: argparse.Namespace, preset: Preset | None) -> list[SweepJ
         return DEFAULTS.get(name) if value is None else value
 
     overrides = _parse_hparams(args.hparams)
+    if args.variants and preset is None:
+        raise ValueError("--variants needs --preset (it picks variants of the preset by name)")
     if preset is None:
         modes = (setting("mode"),)
         names = dict.fromkeys(args.algorithms or algorithms.ALGORITHMS)  # in order, without repeats
@@ -146,6 +150,8 @@ def resolve_jobs(args: argparse.Namespace, preset: Preset | None) -> list[SweepJ
         if not variants:
             raise ValueError(f"--algorithms {' '.join(args.algorithms)} keeps none of the preset's variants "
                              f"(their algorithms: {', '.join(sorted({v.algorithm for v in preset.variants}))})")
+        if args.variants:
+            variants = _pick_variants(variants, args.variants)
         dataset_names = list(dict.fromkeys(args.datasets or preset.datasets))
     _check_names("dataset", dataset_names, datasets.DATASETS)
     _check_names("algorithm", [v.algorithm for v in variants], algorithms.ALGORITHMS)
@@ -183,6 +189,16 @@ def resolve_jobs(args: argparse.Namespace, preset: Preset | None) -> list[SweepJ
             checkpoint_freq=setting("checkpoint_freq"),
         )
     return jobs
+
+
+def _pick_variants(variants: list[Variant], names: Sequence[str]) -> list[Variant]:
+    """The variants named, in the order named."""
+    by_name = {variant.name: variant for variant in variants}
+    for name in names:
+        if name not in by_name:
+            raise ValueError(f"--variants {name!r} is not one of the preset's variants{methods.suggestion(name, by_name)} "
+                             f"Allowed: {', '.join(repr(known) for known in by_name)}")
+    return [by_name[name] for name in dict.fromkeys(names)]
 
 
 def _parse_hparams(text: str | None) -> dict:

@@ -151,6 +151,18 @@ def test_sources_on_the_command_line_replace_the_presets():
         resolve("--datasets", "PACS", "--mode", "mdg", "--sources", "0")
 
 
+def test_variants_pick_rows_of_a_preset_by_name():
+    preset = str(REPO / "sweeps" / "rotated_mnist_fair.json")
+    jobs = resolve("--preset", preset, "--variants", "GradAvg x K", "Baseline")
+    assert [job.variant.name for job in jobs] == ["GradAvg x K"] * 6 + ["Baseline"] * 6
+    assert {job.job.output_dir for job in jobs} < {job.job.output_dir for job in resolve("--preset", preset)}
+    with pytest.raises(ValueError, match="--variants 'GradAvg xK' is not one of the preset's variants; "
+                                         "did you mean 'GradAvg x K'\\? Allowed: 'Baseline', "):
+        resolve("--preset", preset, "--variants", "GradAvg xK")
+    with pytest.raises(ValueError, match="--variants needs --preset"):
+        resolve("--datasets", "PACS", "--variants", "DGE")
+
+
 def test_checkpoint_freq_from_a_preset_reaches_train_py():
     jobs = resolve("--preset", str(REPO / "sweeps" / "rotated_mnist_fair_lr.json"))
     assert {job.train_args["checkpoint_freq"] for job in jobs} == {100}
