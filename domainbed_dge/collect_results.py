@@ -25,7 +25,7 @@ import argparse
 import sys
 from typing import Sequence
 
-from domainbed_dge.experiments.records import load_runs
+from domainbed_dge.experiments.records import FINISHED_ONLY_HELP, load_runs
 from domainbed_dge.experiments.tables import FORMATS, PAIRED_REFERENCE, report
 
 
@@ -43,9 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--latex", action="store_true", help="same as --format latex, DomainBed's flag (default: off)")
     parser.add_argument("--max_step", type=int, default=None,
                         help="ignore checkpoints after this step, as if the runs had stopped there (default: none)")
-    parser.add_argument("--finished_only", action="store_true",
-                        help="read only the jobs that wrote DomainBed's `done` marker (default: off, as DomainBed: "
-                             "running and stopped jobs count with the checkpoints they have)")
+    parser.add_argument("--finished_only", action="store_true", help=FINISHED_ONLY_HELP)
     parser.add_argument("--reference", default=PAIRED_REFERENCE,
                         help="the row every method is compared with pair by pair (default: %(default)s)")
     return parser

@@ -15,6 +15,7 @@ import sys
 from typing import Sequence
 
 from domainbed_dge.experiments.figures import write_figures
+from domainbed_dge.experiments.records import FINISHED_ONLY_HELP
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -24,6 +25,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="a sweep's output directory, searched at any depth (required, no default)")
     parser.add_argument("--output_dir", required=True,
                         help="where the PNG files go, created if needed (required, no default)")
+    parser.add_argument("--finished_only", action="store_true", help=FINISHED_ONLY_HELP)
     return parser
 
 
@@ -32,7 +34,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if not os.path.isdir(args.input_dir):
         parser.error(f"--input_dir {args.input_dir} is not a directory")
-    written = write_figures(args.input_dir, args.output_dir)
+    written = write_figures(args.input_dir, args.output_dir, finished_only=args.finished_only)
     if not written:
         print(f"No SDG records under {args.input_dir}: no figures written.", file=sys.stderr)
         return 1

@@ -182,9 +182,10 @@ def figures(results: DatasetResults) -> dict:
     return made
 
 
-def write_figures(input_dir: str, output_dir: str) -> list[str]:
-    """Every figure for the SDG runs under ``input_dir``; returns the files written."""
-    loaded = load_runs(input_dir)
+def write_figures(input_dir: str, output_dir: str, finished_only: bool = False) -> list[str]:
+    """Every figure for the SDG runs under ``input_dir`` (only the jobs that wrote
+    ``done`` when ``finished_only``); returns the files written."""
+    loaded = load_runs(input_dir, finished_only=finished_only)
     os.makedirs(output_dir, exist_ok=True)
     written = []
     for results in DatasetResults.build(loaded.runs, select(loaded.runs, SOURCE_VALIDATION)):

@@ -103,3 +103,13 @@ def test_diagnostics_show_each_weight_and_each_logged_diagnostic(sweep):
         (line,) = axes.lines  # ERM logs no diagnostics
         assert line.get_label() == "DGE" and list(line.get_ydata()) == pytest.approx([DIAGNOSTIC_VALUES[key]] * 2)
     assert drawing.diagnostics(dataset_results(sweep, "OtherShift"), 0) is None
+
+
+def test_finished_only_draws_no_figure_for_a_job_without_done(sweep, tmp_path):
+    (sweep / "other" / "done").unlink()  # OtherShift's only job is still running
+    figures = tmp_path / "figures"
+    run_module("domainbed_dge.plots", "--input_dir", str(sweep), "--output_dir", str(figures), "--finished_only",
+               cwd=tmp_path)
+    names = {path.name for path in figures.iterdir()}
+    assert "ToyShift_accuracy.png" in names
+    assert not any(name.startswith("OtherShift") for name in names)
