@@ -61,6 +61,8 @@ SHARED_SETTINGS = ("dge_optimizer", "lr", "dge_momentum", "batch_size", "weight_
 REFERENCE_MARK = "reference"
 BASELINE = "Baseline"
 STEP_MATCHED_CONTROL = "GradAvg x K"
+#: What the step-matched control must share with every DGE row: the same K views.
+STEP_MATCHED_KEYS = ("dge_num_views", "dge_augment")
 
 _REQUIRED = ("description", "modes", "datasets", "n_trials", "n_hparams_from", "n_hparams", "steps", "variants")
 _OPTIONAL = {"paper": "", "holdout_fraction": 0.2, "single_test_envs": False, "sources": None, "targets": None,
@@ -229,7 +231,8 @@ def fairness_problems(preset: Preset) -> list[str]:
     * ``Baseline`` is vanilla training: GradAvg with one clean view; ``Baseline + X``
       is GradAvg with one view augmented with X (Table 9).
     * ``GradAvg x K`` is the step-matched control: DGE with adjustment and
-      reweighting off and sequential updates (K steps of the mean gradient).
+      reweighting off and sequential updates (K steps of the mean gradient), on the
+      same K views (``STEP_MATCHED_KEYS``) as every DGE row.
     """
     problems = []
     engine_variants = [variant for variant in preset.variants if variant.algorithm in NAMES]
@@ -260,4 +263,28 @@ def fairness_problems(preset: Preset) -> list[str]:
                 and merged.get("dge_reweight") is False and merged.get("dge_update", "sequential") == "sequential"):
             problems.append(f"variant {variant.name!r} must be DGE with dge_adjust and dge_reweight false, "
                             "sequential updates")
+    problems += _step_matching_problems(preset)
     return problems
+
+
+def _step_matching_problems(preset: Preset) -> list[str]:
+    """Each DGE row whose K or augmentation differs from the step-matched control's."""
+    control = next((variant for variant in preset.variants if variant.name == STEP_MATCHED_CONTROL), None)
+    if control is None:
+        return []
+    control_hparams = {**preset.hparams, **control.hparams}
+    problems = []
+    for variant in preset.variants:
+        if variant.algorithm != "DGE" or variant is control:
+            continue
+        merged = {**preset.hparams, **variant.hparams}
+        for key in STEP_MATCHED_KEYS:
+            if merged.get(key) != control_hparams.get(key):
+                problems.append(f"variant {variant.name!r} has {key} = {_shown(merged.get(key))} but "
+                                f"{STEP_MATCHED_CONTROL!r} has {_shown(control_hparams.get(key))}: the control "
+                                "must take the same views")
+    return problems
+
+
+def _shown(value) -> str:
+    return "the default" if value is None else repr(value)

@@ -58,6 +58,10 @@ def test_a_fair_preset_has_no_problems():
          "variant 'Baseline + rotation' must have an augmentation"),
         (preset(variants=[BASELINE, {**CONTROL, "hparams": {"dge_adjust": False}}]),
          "variant 'GradAvg x K' must be DGE with dge_adjust and dge_reweight false"),
+        (preset({"name": "DGE", "algorithm": "DGE", "hparams": {"dge_num_views": 5}}),
+         "variant 'DGE' has dge_num_views = 5 but 'GradAvg x K' has the default: the control must take the same views"),
+        (preset({"name": "DGE", "algorithm": "DGE", "hparams": {"dge_augment": "rotation"}}),
+         "variant 'DGE' has dge_augment = 'rotation' but 'GradAvg x K' has the default"),
     ],
 )
 def test_each_rule_catches_the_preset_that_breaks_it(broken, problem):
