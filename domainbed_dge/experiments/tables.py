@@ -13,6 +13,7 @@ over (source, trial) pairs with a 95 % Student-t interval.
 
 from __future__ import annotations
 
+import re
 import statistics
 import sys
 from dataclasses import dataclass
@@ -35,6 +36,11 @@ SELECTION_DESCRIPTIONS = {
     ORACLE: "hparams chosen on the target domains' out splits, last checkpoint (DomainBed's oracle)",
 }
 MISSING = "X"
+#: DGE's equilibrium weights as train.py logs them, one key per domain k.
+WEIGHT_KEY = re.compile(r"^dge_weight_(\d+)$")
+#: The over-training table's rows per method: the mean of its weights, then these.
+MEAN_WEIGHT = "mean w_k"
+TRAINING_DIAGNOSTICS = ("dge_net_vs_gradavg", "dge_adjusted_pairs")
 PLUS_MINUS = {"text": "+/-", "markdown": "±", "latex": "$\\pm$"}
 
 
@@ -195,6 +201,41 @@ def matrix_table(results: DatasetResults, method: str) -> tuple[list[str], list[
     return header, rows
 
 
+def logged_value(record: dict, quantity: str) -> float | None:
+    """``quantity`` at one checkpoint: a logged key, or ``MEAN_WEIGHT`` over the weights."""
+    if quantity != MEAN_WEIGHT:
+        return record.get(quantity)
+    weights = [value for key, value in record.items() if WEIGHT_KEY.match(key)]
+    return statistics.fmean(weights) if weights else None
+
+
+def training_table(results: DatasetResults) -> tuple[list[str], list[list[str]]] | None:
+    """Header and rows of DGE's equilibrium over training: per method that logs
+    weights, the mean over its selected runs (every source and trial) of
+    ``MEAN_WEIGHT`` and ``TRAINING_DIAGNOSTICS`` at each checkpoint all of them
+    logged; ``None`` when no method logs weights."""
+    runs_of: dict[str, list[Run]] = {}
+    for selection in results.selections.values():
+        run = selection.run
+        if any(WEIGHT_KEY.match(key) for record in run.records for key in record):
+            runs_of.setdefault(run.method, []).append(run)
+    if not runs_of:
+        return None
+    steps = sorted(set.intersection(*({record["step"] for record in run.records}
+                                      for runs in runs_of.values() for run in runs)))
+    header = ["Method", "quantity", *(str(step) for step in steps)]
+    rows = []
+    for method in (method for method in results.methods if method in runs_of):
+        records = [{record["step"]: record for record in run.records} for run in runs_of[method]]
+        for quantity in (MEAN_WEIGHT, *TRAINING_DIAGNOSTICS):
+            cells = []
+            for step in steps:
+                values = [value for by_step in records if (value := logged_value(by_step[step], quantity)) is not None]
+                cells.append(f"{statistics.fmean(values):.3f}" if values else MISSING)
+            rows.append([method, quantity, *cells])
+    return header, rows
+
+
 def render(title: str, header: list[str], rows: list[list[str]], fmt: str) -> str:
     """A titled table as text, markdown or a LaTeX tabular."""
     if fmt == "markdown":
@@ -253,6 +294,11 @@ def report(input_dir: str, loaded: Loaded, fmt: str, reference: str = PAIRED_REF
             if reference in results.methods:
                 parts.append(render(f"{title}: paired difference to {reference} over (source, trial) pairs, "
                                     "target accuracy in points", *paired_table(results, reference), fmt))
+            training = training_table(results) if method == SOURCE_VALIDATION else None
+            if training is not None:
+                parts.append(render(f"{results.dataset}: DGE's equilibrium over training, by checkpoint step: "
+                                    "mean over the runs of every source and trial, each value the mean over "
+                                    "the steps since the previous checkpoint", *training, fmt))
             for row_method in results.methods:
                 parts.append(render(f"{title}, {row_method}: source x target accuracy (%), mean over trials",
                                     *matrix_table(results, row_method), fmt))

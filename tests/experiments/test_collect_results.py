@@ -240,3 +240,27 @@ def test_finished_only_leaves_out_jobs_without_done(sweep):
     # Only DGE ran from source 2, so its column goes with the unfinished job.
     assert text_table(finished, title)[0] == ["Algorithm", "env0", "env1", "Avg"]
     assert ["DGE", "40.0 +/- 0.0 (1)", "50.0 +/- 0.0 (1)", "45.0"] in text_table(finished, title)
+
+
+def test_equilibrium_over_training_averages_the_runs_at_each_common_checkpoint(tmp_path):
+    sweep = tmp_path / "sweep"
+    checkpoints = [([1.0, .5, .5], [.5] * 3)] * 3
+    # Source 0: weights (1, 1, 1), (.4, .6, .8), (.1, .2, .3); source 1 logs steps 0 and 1 only:
+    # (1, 1, 1), (.2, .4, .6). Step 2 is not common to both runs, so it has no column.
+    for source, weights, nets in [(0, [(1, 1, 1), (.4, .6, .8), (.1, .2, .3)], [0.0, 0.5, 0.1]),
+                                  (1, [(1, 1, 1), (.2, .4, .6)], [0.0, 0.3])]:
+        step_extras = [{"dge_net_vs_gradavg": net, **{f"dge_weight_{k}": w for k, w in enumerate(ws)}}
+                       for ws, net in zip(weights, nets)]
+        write_run(sweep, f"dge_{source}", checkpoints[:len(weights)], source=source, trial_seed=0,
+                  hparams_seed=0, algorithm="DGE", step_extras=step_extras)
+    write_run(sweep, "erm_0", checkpoints, source=0, trial_seed=0, hparams_seed=0, algorithm="ERM")
+    output = run_module("domainbed_dge.collect_results", "--input_dir", str(sweep), cwd=tmp_path).stdout
+    rows = text_table(output, f"{DATASET}: DGE's equilibrium over training, by checkpoint step: mean over the runs "
+                              "of every source and trial, each value the mean over the steps since the previous "
+                              "checkpoint")
+    assert rows == [
+        ["Method", "quantity", "0", "1"],
+        ["DGE", "mean w_k", "1.000", "0.500"],  # (0.6 + 0.4) / 2
+        ["DGE", "dge_net_vs_gradavg", "0.000", "0.400"],
+        ["DGE", "dge_adjusted_pairs", "X", "X"],
+    ]
