@@ -53,9 +53,11 @@ class GradientEngine(host.Algorithm):
         self.network = torch.nn.Sequential(self.featurizer, self.classifier)
         self.trainable = [p for p in self.network.parameters() if p.requires_grad]
         self.optimizer = _make_optimizer(self.trainable, hparams)
-        # train.py seeds torch with the run's --seed before it builds the data and the algorithm.
-        self.view_maker = view_maker_for(hparams, input_shape[0], run_seed=torch.initial_seed())
-        if hparams["dge_view_sampling"] == "fixed":
+        # Views exist in SDG only. train.py seeds torch with the run's --seed before it
+        # builds the data and the algorithm.
+        self.view_maker = (view_maker_for(hparams, input_shape[0], run_seed=torch.initial_seed())
+                           if self.single_source else None)
+        if self.single_source and hparams["dge_view_sampling"] == "fixed":
             self._keep_fixed_view_seeds()
         self.combiner = self.method.combiner(hparams)
         self.state_names = []

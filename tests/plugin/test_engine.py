@@ -131,6 +131,17 @@ def test_bad_hparams_fail_at_construction(host, key, value, message):
         make(host, "DGE", 1, **{key: value})
 
 
+def test_views_are_made_in_sdg_only(host):
+    """MDG trains on the environments themselves: a view setting that does not fit the
+    input (ImageNet statistics for 2-channel images) is refused in SDG only."""
+    algorithms, hparams_registry = host
+    hparams = {**hparams_registry.default_hparams("DGE", "Debug28"), "dge_input_normalization": "imagenet"}
+    mdg = algorithms.get_algorithm_class("DGE")((2, 28, 28), NUM_CLASSES, 3, hparams)
+    assert mdg.view_maker is None
+    with pytest.raises(ValueError, match="ImageNet normalisation needs 3 channels, the input has 2"):
+        algorithms.get_algorithm_class("DGE")((2, 28, 28), NUM_CLASSES, 1, hparams)
+
+
 def test_checkpoint_round_trip_restores_predictions_and_weights(host):
     algorithms, _ = host
     algorithm = make(host, "DGE", 1, dge_weight_lr=3.0)
