@@ -25,7 +25,6 @@ from domainbed_dge.plugin.hparams import is_number
 from domainbed_dge.plugin.methods import BY_NAME
 
 
-
 #: The ``--finished_only`` option's help, shared by the commands that read sweeps.
 FINISHED_ONLY_HELP = ("read only the jobs that wrote DomainBed's `done` marker (default: off, as DomainBed: "
                       "running and stopped jobs count with the checkpoints they have)")

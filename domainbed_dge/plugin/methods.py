@@ -41,7 +41,6 @@ from domainbed_dge.plugin.hparams import (
 )
 
 
-
 @dataclass(frozen=True)
 class Method:
     """One method: ``name`` in DomainBed (``--algorithm``), ``label`` of its rows in
