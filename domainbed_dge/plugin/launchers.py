@@ -21,7 +21,11 @@ Configured by environment variables (unset means the default):
 ``DGE_SUBMITIT_PARTITION``
     the Slurm partition. Default: the cluster's default partition.
 ``DGE_SUBMITIT_GPUS``
-    GPUs per job (integer >= 0). Default: submitit's (none).
+    GPUs per job (integer >= 0). Slurm default: none. Local: each job gets the first
+    that many GPUs; unset, jobs see the GPUs this process sees (its
+    ``CUDA_VISIBLE_DEVICES``, or all), as with DomainBed's ``local`` launcher.
+    submitit's own local default would hide every GPU (``CUDA_VISIBLE_DEVICES=""``)
+    and train on the CPU.
 ``DGE_SUBMITIT_CPUS``
     CPUs per job (integer >= 1). Default: submitit's (one).
 ``DGE_SUBMITIT_MEM_GB``
@@ -132,10 +136,30 @@ def _parse_number(environ: Mapping[str, str], name: str, kind: type, *, minimum:
     return value
 
 
-def run_shell_command(command: str) -> None:
-    """What each submitit job runs: ``command`` through the shell; a non-zero exit
-    raises, so that submitit records the job as failed."""
-    subprocess.run(command, shell=True, check=True)
+def run_shell_command(command: str, environment: Mapping[str, str | None] | None = None) -> None:
+    """What each submitit job runs: ``command`` through the shell, with the variables
+    of ``environment`` set (or removed, where None); a non-zero exit raises, so that
+    submitit records the job as failed."""
+    env = dict(os.environ)
+    for name, value in (environment or {}).items():
+        if value is None:
+            env.pop(name, None)
+        else:
+            env[name] = value
+    subprocess.run(command, shell=True, check=True, env=env)
+
+
+def local_job_environment(config: LauncherConfig, environ: Mapping[str, str]) -> dict[str, str | None]:
+    """What a local job must take from this process's environment: its
+    ``CUDA_VISIBLE_DEVICES`` (None: unset) when ``DGE_SUBMITIT_GPUS`` is unset.
+
+    submitit's LocalExecutor sets each job's ``CUDA_VISIBLE_DEVICES`` to its first
+    ``gpus_per_node`` GPUs, the empty string when none are asked for, so that a sweep
+    on a GPU machine would train on the CPU without a word.
+    """
+    if config.gpus is not None:
+        return {}
+    return {"CUDA_VISIBLE_DEVICES": environ.get("CUDA_VISIBLE_DEVICES")}
 
 
 def submitit_launcher(commands: Sequence[str], environ: Mapping[str, str] = os.environ) -> None:
@@ -156,7 +180,7 @@ def submitit_launcher(commands: Sequence[str], environ: Mapping[str, str] = os.e
         return
     if executor.cluster == "local":
         parallelism = config.array_parallelism or DEFAULT_LOCAL_PARALLELISM
-        jobs = _run_local(executor, commands, parallelism)
+        jobs = _run_local(executor, commands, parallelism, local_job_environment(config, environ))
         _report(jobs)
         return
     with executor.batch():
@@ -167,14 +191,14 @@ def submitit_launcher(commands: Sequence[str], environ: Mapping[str, str] = os.e
         _report(jobs)
 
 
-def _run_local(executor, commands: list[str], parallelism: int) -> list:
+def _run_local(executor, commands: list[str], parallelism: int, environment: Mapping[str, str | None]) -> list:
     """Keep at most ``parallelism`` local jobs running until all have run; return them."""
     pending = list(commands)
     jobs, running = [], []
     while pending or running:
         running = [job for job in running if not job.done()]
         while pending and len(running) < parallelism:
-            job = executor.submit(run_shell_command, pending.pop(0))
+            job = executor.submit(run_shell_command, pending.pop(0), environment)
             jobs.append(job)
             running.append(job)
             print(f"submitit: [{len(jobs)}/{len(commands)}] started job {job.job_id}", flush=True)

@@ -90,6 +90,25 @@ def test_local_parallelism_one_runs_jobs_one_after_the_other(tmp_path, capsys):
     assert "3 jobs ended, 3 succeeded, 0 failed" in capsys.readouterr().out
 
 
+@needs_submitit
+@pytest.mark.parametrize(
+    "launcher_sees, gpus, job_sees",
+    [
+        ("3,5", None, "3,5"),      # DomainBed's local launcher passes the GPUs through
+        (None, None, "unset"),     # all GPUs, as the launcher sees them
+        ("3,5", "1", "0"),         # DGE_SUBMITIT_GPUS: submitit's first N GPUs
+    ],
+)
+def test_local_jobs_see_the_launchers_gpus_unless_gpus_are_set(tmp_path, launcher_sees, gpus, job_sees):
+    environ = local_environ(tmp_path, **({"gpus": gpus} if gpus else {}))
+    if launcher_sees is not None:
+        environ["CUDA_VISIBLE_DEVICES"] = launcher_sees
+    seen = tmp_path / "seen.txt"
+    code = f"import os; open(r'{seen}', 'w').write(os.environ.get('CUDA_VISIBLE_DEVICES', 'unset'))"
+    submitit_launcher([python_command(code)], environ=environ)
+    assert seen.read_text() == job_sees
+
+
 @pytest.mark.domainbed
 def test_registered_into_domainbed_in_a_fresh_interpreter(tmp_path):
     code = "from domainbed import command_launchers as c; f = c.REGISTRY['submitit']; print(f.__module__, f.__name__)"
