@@ -46,7 +46,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from domainbed_dge.plugin.hparams import LABELS, is_int, is_number
-from domainbed_dge.plugin.methods import NAMES
+from domainbed_dge.plugin.methods import NAMES, hparams_of
 
 #: The hyperparameters that carry a variant's name and a preset's target environments
 #: into results.jsonl (every algorithm of the plugin accepts them).
@@ -268,23 +268,28 @@ def fairness_problems(preset: Preset) -> list[str]:
 
 
 def _step_matching_problems(preset: Preset) -> list[str]:
-    """Each DGE row whose K or augmentation differs from the step-matched control's."""
+    """Each DGE row whose K or augmentation differs from the step-matched control's,
+    on each of the preset's datasets, with unset values at the algorithm's default."""
     control = next((variant for variant in preset.variants if variant.name == STEP_MATCHED_CONTROL), None)
     if control is None:
         return []
-    control_hparams = {**preset.hparams, **control.hparams}
     problems = []
     for variant in preset.variants:
         if variant.algorithm != "DGE" or variant is control:
             continue
-        merged = {**preset.hparams, **variant.hparams}
-        for key in STEP_MATCHED_KEYS:
-            if merged.get(key) != control_hparams.get(key):
-                problems.append(f"variant {variant.name!r} has {key} = {_shown(merged.get(key))} but "
-                                f"{STEP_MATCHED_CONTROL!r} has {_shown(control_hparams.get(key))}: the control "
-                                "must take the same views")
+        for dataset in preset.datasets:
+            for key in STEP_MATCHED_KEYS:
+                value, control_value = (_setting(preset, row, key, dataset) for row in (variant, control))
+                if value != control_value:
+                    problems.append(f"variant {variant.name!r} has {key} = {value!r} but {STEP_MATCHED_CONTROL!r} "
+                                    f"has {control_value!r} on {dataset}: the control must take the same views")
     return problems
 
 
-def _shown(value) -> str:
-    return "the default" if value is None else repr(value)
+def _setting(preset: Preset, variant: PresetVariant, key: str, dataset: str) -> Any:
+    """``key`` as ``variant`` runs it on ``dataset``: its own value, the preset's, or the
+    algorithm's default."""
+    merged = {**preset.hparams, **variant.hparams}
+    if key in merged:
+        return merged[key]
+    return next(hparam.default(dataset) for hparam in hparams_of(variant.algorithm) if hparam.name == key)

@@ -59,13 +59,18 @@ def test_a_fair_preset_has_no_problems():
         (preset(variants=[BASELINE, {**CONTROL, "hparams": {"dge_adjust": False}}]),
          "variant 'GradAvg x K' must be DGE with dge_adjust and dge_reweight false"),
         (preset({"name": "DGE", "algorithm": "DGE", "hparams": {"dge_num_views": 5}}),
-         "variant 'DGE' has dge_num_views = 5 but 'GradAvg x K' has the default: the control must take the same views"),
+         "variant 'DGE' has dge_num_views = 5 but 'GradAvg x K' has 3 on RotatedMNIST: the control must take the same views"),
         (preset({"name": "DGE", "algorithm": "DGE", "hparams": {"dge_augment": "rotation"}}),
-         "variant 'DGE' has dge_augment = 'rotation' but 'GradAvg x K' has the default"),
+         "variant 'DGE' has dge_augment = 'rotation' but 'GradAvg x K' has 'randaugment'"),
     ],
 )
 def test_each_rule_catches_the_preset_that_breaks_it(broken, problem):
     assert any(problem in found for found in fairness_problems(broken)), fairness_problems(broken)
+
+
+def test_the_control_matches_a_row_that_spells_out_the_default_views():
+    explicit = {"name": "DGE", "algorithm": "DGE", "hparams": {"dge_num_views": 3, "dge_augment": "randaugment"}}
+    assert fairness_problems(preset(explicit)) == []
 
 
 def test_a_learning_rate_search_may_vary_what_it_tunes():
