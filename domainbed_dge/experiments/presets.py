@@ -251,20 +251,39 @@ def fairness_problems(preset: Preset) -> list[str]:
             problems.append(f"variant {variant.name!r} runs DomainBed's {variant.algorithm} with its own optimizer; "
                             f"name it as a {REFERENCE_MARK} row")
         if variant.name.startswith(BASELINE):
-            augment = merged.get("dge_augment", "randaugment")
-            augmented = variant.name != BASELINE and not variant.name.startswith(f"{BASELINE} (")
-            if variant.algorithm != "GradAvg" or merged.get("dge_num_views") != 1:
-                problems.append(f"variant {variant.name!r} must be GradAvg with dge_num_views 1")
-            elif augmented == (augment == "none"):
-                wanted = "an augmentation (Baseline + X)" if augmented else "dge_augment 'none' (vanilla training)"
-                problems.append(f"variant {variant.name!r} must have {wanted}, has {augment!r}")
-        if variant.name == STEP_MATCHED_CONTROL and not (
-                variant.algorithm == "DGE" and merged.get("dge_adjust") is False
-                and merged.get("dge_reweight") is False and merged.get("dge_update", "sequential") == "sequential"):
-            problems.append(f"variant {variant.name!r} must be DGE with dge_adjust and dge_reweight false, "
-                            "sequential updates")
+            problems += _baseline_problems(preset, variant)
+        if variant.name == STEP_MATCHED_CONTROL:
+            problems += _step_matched_control_problems(preset, variant)
     problems += _step_matching_problems(preset)
     return problems
+
+
+def _baseline_problems(preset: Preset, variant: PresetVariant) -> list[str]:
+    """How a ``Baseline`` row is not GradAvg on one clean view, or a ``Baseline + X``
+    row not GradAvg on one augmented view, on any of the preset's datasets."""
+    if variant.algorithm != "GradAvg":
+        return [f"variant {variant.name!r} must be GradAvg with dge_num_views 1"]
+    augmented = variant.name != BASELINE and not variant.name.startswith(f"{BASELINE} (")
+    problems = []
+    for dataset in preset.datasets:
+        augment = _setting(preset, variant, "dge_augment", dataset)
+        if _setting(preset, variant, "dge_num_views", dataset) != 1:
+            problems.append(f"variant {variant.name!r} must be GradAvg with dge_num_views 1")
+        elif augmented == (augment == "none"):
+            wanted = "an augmentation (Baseline + X)" if augmented else "dge_augment 'none' (vanilla training)"
+            problems.append(f"variant {variant.name!r} must have {wanted}, has {augment!r}")
+    return list(dict.fromkeys(problems))
+
+
+def _step_matched_control_problems(preset: Preset, variant: PresetVariant) -> list[str]:
+    """Whether the ``GradAvg x K`` row is DGE with adjustment and reweighting off and
+    sequential updates, on each of the preset's datasets."""
+    wanted = {"dge_adjust": False, "dge_reweight": False, "dge_update": "sequential"}
+    if variant.algorithm == "DGE" and all(
+            _setting(preset, variant, key, dataset) == value
+            for dataset in preset.datasets for key, value in wanted.items()):
+        return []
+    return [f"variant {variant.name!r} must be DGE with dge_adjust and dge_reweight false, sequential updates"]
 
 
 def _step_matching_problems(preset: Preset) -> list[str]:

@@ -58,6 +58,8 @@ def test_a_fair_preset_has_no_problems():
          "variant 'Baseline + rotation' must have an augmentation"),
         (preset(variants=[BASELINE, {**CONTROL, "hparams": {"dge_adjust": False}}]),
          "variant 'GradAvg x K' must be DGE with dge_adjust and dge_reweight false"),
+        (preset(variants=[BASELINE, {**CONTROL, "hparams": {**CONTROL["hparams"], "dge_update": "mean"}}]),
+         "variant 'GradAvg x K' must be DGE with dge_adjust and dge_reweight false, sequential updates"),
         (preset({"name": "DGE", "algorithm": "DGE", "hparams": {"dge_num_views": 5}}),
          "variant 'DGE' has dge_num_views = 5 but 'GradAvg x K' has 3 on RotatedMNIST: the control must take the same views"),
         (preset({"name": "DGE", "algorithm": "DGE", "hparams": {"dge_augment": "rotation"}}),
