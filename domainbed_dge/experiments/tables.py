@@ -8,7 +8,9 @@ deviation (ddof 0) over trials, with the number of trials in parentheses; ``X`` 
 no trial ran. ``Avg`` is the mean of the row's source columns, ``X`` unless every
 source has one. Then, per method, the source x target accuracy matrix (mean over
 trials), and, where the reference row is there, each method's paired difference to it
-over (source, trial) pairs with a 95 % Student-t interval.
+over (source, trial) pairs with a 95 % Student-t interval. Over training, for the runs
+source validation selected: each method's learning curves (source validation accuracy,
+training loss) and DGE's equilibrium (its weights and diagnostics), by checkpoint.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import re
 import statistics
 import sys
 from dataclasses import dataclass
-from typing import Iterable, Sequence
+from typing import Callable, Iterable, Sequence
 
 from domainbed_dge.experiments.records import Loaded, Run, label_of
 from domainbed_dge.experiments.presets import STEP_MATCHED_CONTROL
@@ -41,6 +43,9 @@ WEIGHT_KEY = re.compile(r"^dge_weight_(\d+)$")
 #: The over-training table's rows per method: the mean of its weights, then these.
 MEAN_WEIGHT = "mean w_k"
 TRAINING_DIAGNOSTICS = ("dge_net_vs_gradavg", "dge_adjusted_pairs")
+#: The learning-curve table's rows per method.
+SOURCE_VALIDATION_CURVE = "source validation accuracy (%)"
+TRAINING_LOSS = "training loss"
 PLUS_MINUS = {"text": "+/-", "markdown": "±", "latex": "$\\pm$"}
 
 
@@ -209,31 +214,62 @@ def logged_value(record: dict, quantity: str) -> float | None:
     return statistics.fmean(weights) if weights else None
 
 
+#: A quantity read off one run's checkpoint record (``None``: not logged there).
+Measure = Callable[[Run, dict], float | None]
+
+
+def by_checkpoint_table(runs_of: dict[str, list[Run]], methods: list[str],
+                        quantities: Sequence[tuple[str, Measure, str]]) -> tuple[list[str], list[list[str]]]:
+    """Header and rows of ``quantities`` (label, measure, number format) over training:
+    per method of ``methods`` in ``runs_of``, the mean over its runs at each checkpoint
+    step that every run of ``runs_of`` logged; ``MISSING`` where no run logged it."""
+    steps = sorted(set.intersection(*({record["step"] for record in run.records}
+                                      for runs in runs_of.values() for run in runs)))
+    header = ["Method", "quantity", *(str(step) for step in steps)]
+    rows = []
+    for method in (method for method in methods if method in runs_of):
+        by_step = [(run, {record["step"]: record for record in run.records}) for run in runs_of[method]]
+        for label, measure, number_format in quantities:
+            cells = []
+            for step in steps:
+                values = [value for run, records in by_step if (value := measure(run, records[step])) is not None]
+                cells.append(format(statistics.fmean(values), number_format) if values else MISSING)
+            rows.append([method, label, *cells])
+    return header, rows
+
+
+def selected_runs(results: DatasetResults) -> dict[str, list[Run]]:
+    """Each method's runs that a selection chose (every source and trial)."""
+    runs_of: dict[str, list[Run]] = {}
+    for selection in results.selections.values():
+        runs_of.setdefault(selection.run.method, []).append(selection.run)
+    return runs_of
+
+
 def training_table(results: DatasetResults) -> tuple[list[str], list[list[str]]] | None:
     """Header and rows of DGE's equilibrium over training: per method that logs
     weights, the mean over its selected runs (every source and trial) of
     ``MEAN_WEIGHT`` and ``TRAINING_DIAGNOSTICS`` at each checkpoint all of them
     logged; ``None`` when no method logs weights."""
-    runs_of: dict[str, list[Run]] = {}
-    for selection in results.selections.values():
-        run = selection.run
-        if any(WEIGHT_KEY.match(key) for record in run.records for key in record):
-            runs_of.setdefault(run.method, []).append(run)
+    runs_of = {method: runs for method, runs in selected_runs(results).items()
+               if any(WEIGHT_KEY.match(key) for run in runs for record in run.records for key in record)}
     if not runs_of:
         return None
-    steps = sorted(set.intersection(*({record["step"] for record in run.records}
-                                      for runs in runs_of.values() for run in runs)))
-    header = ["Method", "quantity", *(str(step) for step in steps)]
-    rows = []
-    for method in (method for method in results.methods if method in runs_of):
-        records = [{record["step"]: record for record in run.records} for run in runs_of[method]]
-        for quantity in (MEAN_WEIGHT, *TRAINING_DIAGNOSTICS):
-            cells = []
-            for step in steps:
-                values = [value for by_step in records if (value := logged_value(by_step[step], quantity)) is not None]
-                cells.append(f"{statistics.fmean(values):.3f}" if values else MISSING)
-            rows.append([method, quantity, *cells])
-    return header, rows
+    quantities = [(quantity, lambda run, record, quantity=quantity: logged_value(record, quantity), ".3f")
+                  for quantity in (MEAN_WEIGHT, *TRAINING_DIAGNOSTICS)]
+    return by_checkpoint_table(runs_of, results.methods, quantities)
+
+
+def learning_curve_table(results: DatasetResults) -> tuple[list[str], list[list[str]]]:
+    """Header and rows of the learning curves: per method, the mean over its selected
+    runs (every source and trial) of the source's validation accuracy (%, ``out``
+    split) and of the training loss DomainBed logs (the mean over the steps since the
+    previous checkpoint), at each checkpoint every run logged: where they plateau."""
+    quantities = [
+        (SOURCE_VALIDATION_CURVE, lambda run, record: 100 * record[f"env{run.source}_out_acc"], ".1f"),
+        (TRAINING_LOSS, lambda run, record: record.get("loss"), ".3f"),
+    ]
+    return by_checkpoint_table(selected_runs(results), results.methods, quantities)
 
 
 def render(title: str, header: list[str], rows: list[list[str]], fmt: str) -> str:
@@ -294,6 +330,10 @@ def report(input_dir: str, loaded: Loaded, fmt: str, reference: str = PAIRED_REF
             if reference in results.methods:
                 parts.append(render(f"{title}: paired difference to {reference} over (source, trial) pairs, "
                                     "target accuracy in points", *paired_table(results, reference), fmt))
+            if method == SOURCE_VALIDATION:
+                parts.append(render(f"{results.dataset}: learning curves of the selected runs, by checkpoint "
+                                    "step: mean over the runs of every source and trial",
+                                    *learning_curve_table(results), fmt))
             training = training_table(results) if method == SOURCE_VALIDATION else None
             if training is not None:
                 parts.append(render(f"{results.dataset}: DGE's equilibrium over training, by checkpoint step: "

@@ -264,3 +264,26 @@ def test_equilibrium_over_training_averages_the_runs_at_each_common_checkpoint(t
         ["DGE", "dge_net_vs_gradavg", "0.000", "0.400"],
         ["DGE", "dge_adjusted_pairs", "X", "X"],
     ]
+
+
+def test_learning_curves_average_the_selected_runs_at_each_common_checkpoint(tmp_path):
+    sweep = tmp_path / "sweep"
+    # Source 0 scores .5, .7, .9 on its out split (env0), source 1 scores .6, .8 on env1
+    # and logs steps 0 and 1 only, so step 2 has no column; train_record's loss is 1 / (step + 1).
+    write_run(sweep, "dge_0", [([1.0, .5, .5], [.5, .1, .1]), ([1.0, .5, .5], [.7, .1, .1]),
+                               ([1.0, .5, .5], [.9, .1, .1])], source=0, trial_seed=0, hparams_seed=0,
+              algorithm="DGE")
+    write_run(sweep, "dge_1", [([.5, 1.0, .5], [.1, .6, .1]), ([.5, 1.0, .5], [.1, .8, .1])], source=1,
+              trial_seed=0, hparams_seed=0, algorithm="DGE")
+    write_run(sweep, "erm_0", [([1.0, .5, .5], [.4, .1, .1])] * 3, source=0, trial_seed=0, hparams_seed=0,
+              algorithm="ERM")
+    output = run_module("domainbed_dge.collect_results", "--input_dir", str(sweep), cwd=tmp_path).stdout
+    rows = text_table(output, f"{DATASET}: learning curves of the selected runs, by checkpoint step: mean over "
+                              "the runs of every source and trial")
+    assert rows == [
+        ["Method", "quantity", "0", "1"],
+        ["ERM", "source validation accuracy (%)", "40.0", "40.0"],
+        ["ERM", "training loss", "1.000", "0.500"],
+        ["DGE", "source validation accuracy (%)", "55.0", "75.0"],  # (50 + 60) / 2, (70 + 80) / 2
+        ["DGE", "training loss", "1.000", "0.500"],
+    ]
