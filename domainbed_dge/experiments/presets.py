@@ -246,7 +246,6 @@ def fairness_problems(preset: Preset) -> list[str]:
                 problems.append(f"variant {variant.name!r} sets {name} = {variant.hparams[name]!r}, "
                                 f"not the shared {preset.hparams.get(name)!r}")
     for variant in preset.variants:
-        merged = {**preset.hparams, **variant.hparams}
         if variant.algorithm not in NAMES and REFERENCE_MARK not in variant.name:
             problems.append(f"variant {variant.name!r} runs DomainBed's {variant.algorithm} with its own optimizer; "
                             f"name it as a {REFERENCE_MARK} row")

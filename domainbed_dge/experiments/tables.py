@@ -334,11 +334,11 @@ def report(input_dir: str, loaded: Loaded, fmt: str, reference: str = PAIRED_REF
                 parts.append(render(f"{results.dataset}: learning curves of the selected runs, by checkpoint "
                                     "step: mean over the runs of every source and trial",
                                     *learning_curve_table(results), fmt))
-            training = training_table(results) if method == SOURCE_VALIDATION else None
-            if training is not None:
-                parts.append(render(f"{results.dataset}: DGE's equilibrium over training, by checkpoint step: "
-                                    "mean over the runs of every source and trial, each value the mean over "
-                                    "the steps since the previous checkpoint", *training, fmt))
+                training = training_table(results)
+                if training is not None:
+                    parts.append(render(f"{results.dataset}: DGE's equilibrium over training, by checkpoint step: "
+                                        "mean over the runs of every source and trial, each value the mean over "
+                                        "the steps since the previous checkpoint", *training, fmt))
             for row_method in results.methods:
                 parts.append(render(f"{title}, {row_method}: source x target accuracy (%), mean over trials",
                                     *matrix_table(results, row_method), fmt))
