@@ -315,6 +315,10 @@ def launch(jobs: Sequence[SweepJob], args: argparse.Namespace) -> int:
                 f"cannot run them: {why_not}. Activate the environment where domainbed_dge is installed and "
                 "DomainBed is importable."
             )
+    if args.command_launcher == "submitit":
+        problem = launchers.configuration_problem()
+        if problem is not None:
+            raise SystemExit(f"error: refusing to launch: {problem}")
     print(f"About to launch {len(to_launch)} jobs with the {args.command_launcher!r} launcher.")
     if not args.skip_confirmation and not confirm("Are you sure?"):
         print("Nothing launched.")

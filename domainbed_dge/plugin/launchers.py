@@ -162,15 +162,30 @@ def local_job_environment(config: LauncherConfig, environ: Mapping[str, str]) ->
     return {"CUDA_VISIBLE_DEVICES": environ.get("CUDA_VISIBLE_DEVICES")}
 
 
+SUBMITIT_MISSING = "the submitit launcher needs submitit: pip install submitit (or 'domainbed-dge[experiments]')"
+
+
+def configuration_problem(environ: Mapping[str, str] = os.environ) -> str | None:
+    """Why :func:`submitit_launcher` would refuse to start, or None. A sweep asks before it
+    makes its jobs' folders, so a bad setting leaves no job looking started."""
+    try:
+        import submitit  # noqa: F401
+    except ImportError:
+        return SUBMITIT_MISSING
+    try:
+        LauncherConfig.from_environment(environ)
+    except LauncherConfigError as error:
+        return str(error)
+    return None
+
+
 def submitit_launcher(commands: Sequence[str], environ: Mapping[str, str] = os.environ) -> None:
     """DomainBed command launcher: run each command as a submitit job (see the module
     docstring for the ``DGE_SUBMITIT_*`` settings)."""
     try:
         import submitit
     except ImportError as error:
-        raise SystemExit(
-            "the submitit launcher needs submitit: pip install submitit (or 'domainbed-dge[experiments]')"
-        ) from error
+        raise SystemExit(SUBMITIT_MISSING) from error
     config = LauncherConfig.from_environment(environ)
     executor = submitit.AutoExecutor(folder=config.folder, cluster=config.cluster)
     executor.update_parameters(**config.executor_parameters())

@@ -244,6 +244,21 @@ def test_launch_refuses_a_batch_larger_than_the_source_split(offline_data, tmp_p
     assert not (tmp_path / "out").exists()
 
 
+def test_a_bad_launcher_setting_is_refused_before_any_job_folder_is_made(offline_data, tmp_path, monkeypatch):
+    from domainbed_dge import sweep
+
+    monkeypatch.setenv("DGE_SUBMITIT_GPUS", "x")
+    monkeypatch.setenv("PATH", os.pathsep.join([str(Path(sys.executable).parent), sweep_env()["PATH"]]))
+    monkeypatch.setenv("PYTHONPATH", sweep_env()["PYTHONPATH"])
+    argv = ["launch", "--datasets", "RotatedMNIST", "--algorithms", "ERM", *TINY, "--data_dir", str(offline_data),
+            "--output_dir", str(tmp_path / "out"), "--command_launcher", "submitit", "--skip_confirmation"]
+    with pytest.raises(SystemExit) as refused:
+        sweep.main(argv)
+    assert str(refused.value) == ("error: refusing to launch: DGE_SUBMITIT_GPUS='x' is not allowed; "
+                                  "allowed: an integer >= 0")
+    assert not (tmp_path / "out").exists()  # so a second launch, fixed, starts every job
+
+
 def test_jobs_need_a_python_on_path_with_domainbed_and_the_plugin(tmp_path, monkeypatch):
     from domainbed_dge.sweep import check_job_interpreter
 
