@@ -10,8 +10,11 @@ variant), one column per source domain, and an ``Avg`` column; for source-valida
 selection, the selected checkpoints' accuracy on the source's validation split (what
 a learning rate is chosen on); each method's paired
 difference to ``--reference`` (default: the step-matched control ``GradAvg x K``)
-where that row exists; per method, the source x target accuracy matrix. The tables
-are described in ``domainbed_dge.experiments.tables``.
+where that row exists; each method's learning curves (source validation accuracy and
+training loss at each checkpoint, mean over its selected runs); for methods that log
+equilibrium weights, the mean weight, ``dge_net_vs_gradavg`` and
+``dge_adjusted_pairs`` at each checkpoint; per method, the source x target accuracy
+matrix. The tables are described in ``domainbed_dge.experiments.tables``.
 
 Only SDG records count: those whose ``args.test_envs`` are every environment but
 one. MDG results go through DomainBed's own
@@ -44,8 +47,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--max_step", type=int, default=None,
                         help="ignore checkpoints after this step, as if the runs had stopped there (default: none)")
     parser.add_argument("--finished_only", action="store_true", help=FINISHED_ONLY_HELP)
-    parser.add_argument("--reference", default=PAIRED_REFERENCE,
-                        help="the row every method is compared with pair by pair (default: %(default)s)")
+    parser.add_argument("--reference", default=None,
+                        help=f"the row every method is compared with pair by pair (default: {PAIRED_REFERENCE}, "
+                             "where the sweep has it)")
     return parser
 
 
@@ -61,7 +65,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"No SDG records under {args.input_dir} ({loaded.records} records in {loaded.files} results files, "
               f"{loaded.skipped_lines} bad lines skipped).", file=sys.stderr)
         return 1
-    sys.stdout.write(report(args.input_dir, loaded, fmt, args.reference))
+    rows = sorted({run.method for run in loaded.runs})
+    if args.reference is not None and args.reference not in rows:
+        parser.error(f"--reference {args.reference!r} is not a row of these results; allowed: {', '.join(rows)}")
+    sys.stdout.write(report(args.input_dir, loaded, fmt, args.reference or PAIRED_REFERENCE))
     return 0
 
 

@@ -161,6 +161,12 @@ def resolve_jobs(args: argparse.Namespace, preset: Preset | None) -> list[SweepJ
                          "need 0 <= --n_hparams_from < --n_hparams")
     if setting("n_trials") < 1:
         raise ValueError(f"--n_trials {setting('n_trials')} is not allowed; allowed: an integer >= 1")
+    for name in ("steps", "checkpoint_freq"):  # DomainBed's train reads 0 as "the dataset's default"
+        if setting(name) is not None and setting(name) < 1:
+            raise ValueError(f"--{name} {setting(name)} is not allowed; allowed: an integer >= 1 "
+                             "(or leave it out for the dataset's default)")
+    if not 0 < setting("holdout_fraction") < 1:
+        raise ValueError(f"--holdout_fraction {setting('holdout_fraction')} is not allowed; allowed: a number in (0, 1)")
     sources = args.sources if args.sources is not None else (None if preset is None else preset.sources)
     if args.sources is not None and "sdg" not in modes:
         raise ValueError("--sources applies to --mode sdg only (MDG trains on every environment but the test ones)")

@@ -104,9 +104,8 @@ def equilibrium_mixing(
     ``d_k = g_k - w_k S'_k`` (Eq. 9) with ``S' = C S`` and ``S = (I - 11^T / K) G``.
     The options are :func:`equilibrate`'s.
     """
-    if adjust_against not in ADJUST_AGAINST:
-        raise ValueError(f"adjust_against {adjust_against!r} is not allowed; allowed: {', '.join(ADJUST_AGAINST)}")
     K = gram.num_domains
+    _check_options(K, weights, alpha, weight_lr, weight_steps, adjust_against)
     weights = weights.detach().to("cpu", torch.float64)
     if adjust:
         C, adjusted_pairs = adjustment(gram.specific, alpha, adjust_against)
@@ -121,6 +120,21 @@ def equilibrium_mixing(
     mean_norm = K * float(gram.mean_sq.clamp(min=0)) ** 0.5
     net_vs_gradavg = residual_sq**0.5 / mean_norm if mean_norm > 0 else 0.0
     return Equilibrium(mixing, weights, adjusted_pairs, net_vs_gradavg)
+
+
+def _check_options(K: int, weights: torch.Tensor, alpha, weight_lr, weight_steps, adjust_against: str) -> None:
+    """Raise ValueError naming the first option :func:`equilibrium_mixing` cannot use."""
+    problems = (
+        ("weights", tuple(weights.shape), tuple(weights.shape) == (K,), f"shape ({K},), one weight per domain"),
+        ("alpha", alpha, isinstance(alpha, (int, float)) and 0 <= alpha <= 1, "a number in [0, 1]"),
+        ("weight_lr", weight_lr, isinstance(weight_lr, (int, float)) and weight_lr > 0, "a number > 0"),
+        ("weight_steps", weight_steps, isinstance(weight_steps, int) and not isinstance(weight_steps, bool)
+         and weight_steps >= 0, "an integer >= 0"),
+        ("adjust_against", adjust_against, adjust_against in ADJUST_AGAINST, ", ".join(ADJUST_AGAINST)),
+    )
+    for name, value, ok, allowed in problems:
+        if not ok:
+            raise ValueError(f"{name} {value!r} is not allowed; allowed: {allowed}")
 
 
 def equilibrate(

@@ -49,15 +49,16 @@ TRAINING_LOSS = "training loss"
 PLUS_MINUS = {"text": "+/-", "markdown": "±", "latex": "$\\pm$"}
 
 
-def method_order(methods: Iterable[str], algorithm_of: dict[str, str]) -> list[str]:
-    """Methods ordered by their algorithm (``ALGORITHM_ORDER`` first), unlabelled first."""
+def method_order(algorithm_of: dict[str, str]) -> list[str]:
+    """The methods (keys of ``algorithm_of``) ordered by their algorithm
+    (``ALGORITHM_ORDER`` first), unlabelled first."""
 
     def key(method: str):
         algorithm = algorithm_of[method]
         rank = ALGORITHM_ORDER.index(algorithm) if algorithm in ALGORITHM_ORDER else len(ALGORITHM_ORDER)
         return rank, algorithm, method != label_of(algorithm), method
 
-    return sorted(set(methods), key=key)
+    return sorted(algorithm_of, key=key)
 
 
 def environment_names(dataset: str, num_environments: int) -> list[str]:
@@ -121,7 +122,7 @@ class DatasetResults:
             built.append(cls(
                 dataset=dataset,
                 environments=environment_names(dataset, num_environments),
-                methods=method_order(algorithm_of, algorithm_of),
+                methods=method_order(algorithm_of),
                 selections={cell: chosen for cell, chosen in selections.items() if cell[0] == dataset},
                 sources=sorted({run.source for run in dataset_runs}),
             ))
@@ -163,34 +164,33 @@ def format_cell(values: Sequence[float], fmt: str) -> str:
     return f"{mean:.1f} {PLUS_MINUS[fmt]} {std:.1f} ({len(values)})"
 
 
-def accuracy_table(results: DatasetResults, fmt: str) -> tuple[list[str], list[list[str]]]:
-    """Header and rows of the per-source table."""
+def per_source_table(results: DatasetResults, fmt: str,
+                     values_of: Callable[[str, int], list[float]]) -> tuple[list[str], list[list[str]]]:
+    """Header and rows of ``values_of(method, source)`` (fractions, one per trial): mean ±
+    std (trials) per source, and the mean of the sources' means."""
     header = ["Algorithm", *(results.environments[source] for source in results.sources), "Avg"]
     rows = []
     for method in results.methods:
         cells, means = [], []
         for source in results.sources:
-            accuracies = results.accuracies(method, source)
-            cells.append(format_cell(accuracies, fmt))
-            means.append(mean_and_std(accuracies)[0] if accuracies else None)
-        average = MISSING if None in means else f"{statistics.fmean(means):.1f}"
-        rows.append([method, *cells, average])
+            values = values_of(method, source)
+            cells.append(format_cell(values, fmt))
+            means.append(mean_and_std(values)[0] if values else None)
+        rows.append([method, *cells, MISSING if None in means else f"{statistics.fmean(means):.1f}"])
     return header, rows
+
+
+def accuracy_table(results: DatasetResults, fmt: str) -> tuple[list[str], list[list[str]]]:
+    """Header and rows of the per-source table: target accuracy (%) of the selected
+    checkpoints, mean ± std over trials."""
+    return per_source_table(results, fmt, results.accuracies)
 
 
 def validation_table(results: DatasetResults, fmt: str) -> tuple[list[str], list[list[str]]]:
     """Header and rows of the selection scores: for source-validation selection, the
     chosen checkpoint's accuracy (%) on the source's ``out`` split, mean ± std over trials."""
-    header = ["Algorithm", *(results.environments[source] for source in results.sources), "Avg"]
-    rows = []
-    for method in results.methods:
-        cells, means = [], []
-        for source in results.sources:
-            scores = [selection.score for selection in results.trials(method, source)]
-            cells.append(format_cell(scores, fmt))
-            means.append(mean_and_std(scores)[0] if scores else None)
-        rows.append([method, *cells, MISSING if None in means else f"{statistics.fmean(means):.1f}"])
-    return header, rows
+    return per_source_table(results, fmt, lambda method, source: [
+        selection.score for selection in results.trials(method, source)])
 
 
 def matrix_table(results: DatasetResults, method: str) -> tuple[list[str], list[list[str]]]:

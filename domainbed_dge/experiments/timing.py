@@ -2,7 +2,7 @@
 memory of DGE, its peers and ERM, and of ``equilibrate`` alone, from plain settings.
 
 Every method is the real DomainBed algorithm class (``ERM`` from DomainBed; the
-benchmarked entries of ``plugin.methods`` from ``domainbed_dge.plugin.algorithms``;
+entries of ``plugin.methods`` from ``domainbed_dge.plugin.algorithms``;
 :class:`LoopDGE`, DGE with the per-parameter reference of ``core.reference``) built
 with DomainBed's default PACS hyperparameters. All of them get the same K minibatches
 of B images, standing for the K views of one source batch: ERM concatenates them into
@@ -53,7 +53,7 @@ from domainbed_dge.plugin.algorithms import DGE
 from domainbed_dge.plugin.views import view_maker_for
 from domainbed_dge.plugin.methods import METHODS as REGISTERED, equilibrium_options, suggestion
 
-ENGINE_METHODS = tuple(method.name for method in REGISTERED if method.benchmarked)
+ENGINE_METHODS = tuple(method.name for method in REGISTERED)
 METHODS = ("ERM", *ENGINE_METHODS, "LoopDGE")
 #: The dataset whose default hyperparameters (and number of classes) are used.
 DATASET = "PACS"
@@ -83,6 +83,9 @@ class Settings:
         for name, minimum in (("batch", 1), ("image_size", 1), ("steps", 1), ("views", 2), ("warmup", 0)):
             if getattr(self, name) < minimum:
                 raise ValueError(f"{name} = {getattr(self, name)} is not allowed; allowed: an integer >= {minimum}")
+        if self.params is not None and self.params < 1:
+            raise ValueError(f"params = {self.params} is not allowed; allowed: an integer >= 1, or unset for the "
+                             "model's parameter count")
         unknown = [method for method in self.methods if method not in METHODS]
         if unknown:
             raise ValueError(f"unknown method(s) {', '.join(unknown)}{suggestion(unknown[0], METHODS)} "

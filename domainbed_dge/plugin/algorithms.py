@@ -24,6 +24,7 @@ from domainbed_dge.core.combiners import Plan, direction_norm_ratio
 from domainbed_dge.core.gradients import GradientMatrix
 from domainbed_dge.core.gram import GradientGram, gram_statistics
 from domainbed_dge.plugin import methods
+from domainbed_dge.plugin.hparams import HParamError
 from domainbed_dge.plugin.views import view_maker_for
 
 
@@ -55,6 +56,10 @@ class GradientEngine(host.Algorithm):
         self.optimizer = _make_optimizer(self.trainable, hparams)
         # Views exist in SDG only. train.py seeds torch with the run's --seed before it
         # builds the data and the algorithm.
+        if self.single_source and hparams["dge_input_normalization"] == "imagenet" and input_shape[0] != 3:
+            raise HParamError(f"{self.method.name}: hyperparameter 'dge_input_normalization' = 'imagenet' is not "
+                              f"allowed for {input_shape[0]}-channel images (ImageNet statistics are for 3); "
+                              "allowed here: none")
         self.view_maker = (view_maker_for(hparams, input_shape[0], run_seed=torch.initial_seed())
                            if self.single_source else None)
         if self.single_source and hparams["dge_view_sampling"] == "fixed":

@@ -2,8 +2,8 @@
 
 An entry holds everything that differs between methods: the DomainBed name, the
 label in tables and plots, what it does (the algorithm class's docstring), the
-combiner it builds from the run's hyperparameters, its own hyperparameters, how many
-domains it needs, and whether the benchmark times it. The algorithm classes
+combiner it builds from the run's hyperparameters, its own hyperparameters, and how
+many domains it needs. The algorithm classes
 (``plugin.algorithms``), the hyperparameter table (:func:`define`), the rows of the
 tables and plots, and the benchmark's method list all derive from :data:`METHODS`.
 Adding a method means one core function, one combiner and one entry here.
@@ -46,7 +46,7 @@ class Method:
     """One method: ``name`` in DomainBed (``--algorithm``), ``label`` of its rows in
     tables and plots, ``summary`` (its class docstring), ``combiner`` built from a
     run's hyperparameters, its own ``hparams`` beyond the engine's, ``min_domains``
-    (the least ``dge_num_views`` it accepts), and whether the benchmark times it."""
+    (the least ``dge_num_views`` it accepts)."""
 
     name: str
     label: str
@@ -54,7 +54,6 @@ class Method:
     combiner: Callable[[dict], Combiner]
     hparams: tuple[HParam, ...] = ()
     min_domains: int = 2
-    benchmarked: bool = True
 
 
 def equilibrium_options(hparams: dict) -> dict:
@@ -172,6 +171,13 @@ def validate(algorithm: str, hparams: dict[str, Any], known: Iterable[str] | Non
             if name not in allowed:
                 raise HParamError(f"{algorithm}: hyperparameter {name!r} is not one of {algorithm}'s"
                                   f"{suggestion(name, allowed)} Known: {', '.join(sorted(allowed))}")
+    variant, targets = (hparams.get(name) for name in LABELS)
+    if variant is not None and not (isinstance(variant, str) and variant):
+        raise HParamError(f"{algorithm}: hyperparameter {LABELS[0]!r} = {variant!r} is not allowed; "
+                          "allowed: a non-empty string (the row's label)")
+    if targets is not None and not (isinstance(targets, list) and targets and all(is_int(env, 0) for env in targets)):
+        raise HParamError(f"{algorithm}: hyperparameter {LABELS[1]!r} = {targets!r} is not allowed; "
+                          "allowed: a non-empty list of target environment indices (integers >= 0)")
     for h in hparams_of(algorithm):
         if h.name not in hparams:
             raise HParamError(f"{algorithm}: hyperparameter {h.name!r} is missing; allowed: {h.allowed}")

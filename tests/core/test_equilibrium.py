@@ -223,6 +223,23 @@ def test_two_domains_never_adjust_and_keep_unit_weights(G, alpha):
     torch.testing.assert_close(result.directions, G.mean(dim=0).expand(2, -1))
 
 
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        ({"weights": torch.ones(2)}, "weights (2,) is not allowed; allowed: shape (3,), one weight per domain"),
+        ({"alpha": 1.5}, "alpha 1.5 is not allowed; allowed: a number in [0, 1]"),
+        ({"weight_lr": -0.1}, "weight_lr -0.1 is not allowed; allowed: a number > 0"),
+        ({"weight_steps": -1}, "weight_steps -1 is not allowed; allowed: an integer >= 0"),
+        ({"weight_steps": 1.0}, "weight_steps 1.0 is not allowed; allowed: an integer >= 0"),
+    ],
+)
+def test_bad_options_are_refused_naming_the_value_and_what_is_allowed(options, message):
+    weights = options.pop("weights", torch.ones(3))
+    with pytest.raises(ValueError) as error:
+        equilibrate(READINGS_G, weights, **options)
+    assert str(error.value) == message
+
+
 def test_adjust_against_is_checked_even_with_adjustment_off():
     with pytest.raises(ValueError, match="'current'"):
         equilibrate(READINGS_G, torch.ones(3), adjust=False, adjust_against="current")

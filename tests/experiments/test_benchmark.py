@@ -112,6 +112,21 @@ def test_layout_repeats_and_cuts_the_parameter_sizes():
 
 
 @pytest.mark.domainbed
+@pytest.mark.parametrize(
+    "setting, message",
+    [({"views": 1}, "views = 1 is not allowed; allowed: an integer >= 2"),
+     ({"params": 0}, "params = 0 is not allowed; allowed: an integer >= 1, or unset for the model's parameter count"),
+     ({"model": "vit"}, "model 'vit' is not allowed; allowed: resnet18, resnet50")],
+)
+def test_bad_settings_are_refused_naming_the_value_and_what_is_allowed(setting, message):
+    from domainbed_dge.experiments.timing import Settings
+
+    with pytest.raises(ValueError) as error:
+        Settings(**setting)
+    assert str(error.value) == message
+
+
+@pytest.mark.domainbed
 def test_benchmark_smoke_run_reports_every_method(tmp_path, monkeypatch):
     from domainbed_dge.experiments.timing import METHODS
 

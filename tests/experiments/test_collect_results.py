@@ -213,6 +213,17 @@ def test_paired_differences_to_the_step_matched_control(tmp_path):
                     ["DGE", "4", "+4.0", "[-4.2, +12.2]", "3", "1"]]
 
 
+def test_a_reference_that_is_no_row_is_refused_listing_the_rows(tmp_path, capsys):
+    for label in ("GradAvg x K", "DGE"):
+        write_run(tmp_path, label.replace(" ", ""), [([.5] * 3, [.5] * 3)], source=0, trial_seed=0, hparams_seed=0,
+                  algorithm="DGE", hparams={"sweep_variant": label} if label != "DGE" else None)
+    with pytest.raises(SystemExit):
+        collect_results.main(["--input_dir", str(tmp_path), "--reference", "Baseline"])
+    assert "--reference 'Baseline' is not a row of these results; allowed: DGE, GradAvg x K" in capsys.readouterr().err
+    assert collect_results.main(["--input_dir", str(tmp_path), "--reference", "DGE"]) == 0
+    assert "paired difference to DGE" in capsys.readouterr().out
+
+
 def test_selection_scores_and_max_step(sweep):
     # ERM, source 0: trial 0 selects hparams 1 at step 0 (0.90), trial 1 step 0 (0.80).
     output = tables.report(str(sweep), load_runs(str(sweep)), "text")

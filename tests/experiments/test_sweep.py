@@ -203,6 +203,20 @@ def test_unknown_algorithm_or_dataset_is_refused():
         resolve("--datasets", "PACs", "--algorithms", "ERM")
 
 
+@pytest.mark.parametrize(
+    "option, message",
+    [
+        (("--steps", "0"), "--steps 0 is not allowed; allowed: an integer >= 1"),
+        (("--checkpoint_freq", "-5"), "--checkpoint_freq -5 is not allowed; allowed: an integer >= 1"),
+        (("--holdout_fraction", "1.0"), "--holdout_fraction 1.0 is not allowed; allowed: a number in (0, 1)"),
+    ],
+)
+def test_bad_lengths_and_splits_on_the_command_line_are_refused(option, message):
+    with pytest.raises(ValueError) as error:
+        resolve("--datasets", "RotatedMNIST", "--algorithms", "ERM", *option)
+    assert str(error.value).startswith(message)
+
+
 def test_mnist_sizes_are_those_of_the_built_dataset(offline_data):
     from domainbed import datasets, hparams_registry
 

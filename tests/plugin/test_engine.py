@@ -134,11 +134,14 @@ def test_bad_hparams_fail_at_construction(host, key, value, message):
 def test_views_are_made_in_sdg_only(host):
     """MDG trains on the environments themselves: a view setting that does not fit the
     input (ImageNet statistics for 2-channel images) is refused in SDG only."""
+    from domainbed_dge.plugin.hparams import HParamError
+
     algorithms, hparams_registry = host
     hparams = {**hparams_registry.default_hparams("DGE", "Debug28"), "dge_input_normalization": "imagenet"}
     mdg = algorithms.get_algorithm_class("DGE")((2, 28, 28), NUM_CLASSES, 3, hparams)
     assert mdg.view_maker is None
-    with pytest.raises(ValueError, match="ImageNet normalisation needs 3 channels, the input has 2"):
+    with pytest.raises(HParamError, match="DGE: hyperparameter 'dge_input_normalization' = 'imagenet' is not "
+                       "allowed for 2-channel images .*; allowed here: none"):
         algorithms.get_algorithm_class("DGE")((2, 28, 28), NUM_CLASSES, 1, hparams)
 
 

@@ -51,6 +51,10 @@ BAD = [
     ("dge_magnitude", 31, "[0, 30]"),
     ("dge_adjust", 1, "true or false"),
     ("dge_optimizer", "rmsprop", "adam, sgd"),
+    ("sweep_variant", "", "a non-empty string"),
+    ("sweep_targets", [], "a non-empty list of target environment indices"),
+    ("sweep_targets", 4, "a non-empty list of target environment indices"),
+    ("sweep_targets", ["real"], "a non-empty list of target environment indices"),
 ]
 
 
@@ -62,6 +66,12 @@ def test_bad_values_name_key_value_and_what_is_allowed(key, value, allowed):
         registry.validate("DGE", hparams)
     message = str(error.value)
     assert key in message and repr(value) in message and allowed in message
+
+
+def test_labels_are_accepted_when_well_formed():
+    hparams = {name: default for name, (default, _) in registry.define("DGE", "PACS", states(0)).items()}
+    registry.validate("DGE", {**hparams, "sweep_variant": "DGE (reset weights)", "sweep_targets": [4]},
+                      known=hparams)
 
 
 def test_missing_key_is_named():
