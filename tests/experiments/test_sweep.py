@@ -163,6 +163,26 @@ def test_variants_pick_rows_of_a_preset_by_name():
         resolve("--datasets", "PACS", "--variants", "DGE")
 
 
+@pytest.mark.parametrize("folder, options", [
+    ("sweep", ()),
+    ("sweep_1000", ("--steps", "1000", "--checkpoint_freq", "100")),
+])
+def test_the_committed_fair_comparison_is_the_presets_sweep(folder, options):
+    """reports/rotated_mnist_fair/<folder> holds every job of the command the report gives
+    for it, finished, and no other job: a preset change the committed results do not
+    follow fails here."""
+    from domainbed_dge import sweep
+
+    sweep_dir = REPO / "reports" / "rotated_mnist_fair" / folder
+    args = sweep.build_parser().parse_args([
+        "list", "--preset", str(REPO / "sweeps" / "rotated_mnist_fair.json"), "--data_dir", "./data",
+        "--output_dir", str(sweep_dir), *options])
+    jobs = sweep.resolve_jobs(args, sweep.load_preset(args.preset))
+    assert len(jobs) == PRESET_JOBS["rotated_mnist_fair"]
+    assert {job.state for job in jobs} == {"Done"}
+    assert {Path(job.job.output_dir).name for job in jobs} == {path.name for path in sweep_dir.iterdir()}
+
+
 def test_checkpoint_freq_from_a_preset_reaches_train_py():
     jobs = resolve("--preset", str(REPO / "sweeps" / "rotated_mnist_fair_lr.json"))
     assert {job.train_args["checkpoint_freq"] for job in jobs} == {100}
