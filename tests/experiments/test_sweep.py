@@ -45,10 +45,10 @@ def run_cli(module: str, *args: str, cwd: Path, env: dict | None = None) -> subp
                           capture_output=True, text=True)
 
 
-def resolve(*argv: str):
+def resolve(*argv: str, data_dir: str = "D", output_dir: str = "O"):
     from domainbed_dge import sweep
 
-    args = sweep.build_parser().parse_args(["list", "--data_dir", "D", "--output_dir", "O", *argv])
+    args = sweep.build_parser().parse_args(["list", "--data_dir", data_dir, "--output_dir", output_dir, *argv])
     preset = sweep.load_preset(args.preset) if args.preset else None
     return sweep.resolve_jobs(args, preset)
 
@@ -171,13 +171,9 @@ def test_the_committed_fair_comparison_is_the_presets_sweep(folder, options):
     """reports/rotated_mnist_fair/<folder> holds every job of the command the report gives
     for it, finished, and no other job: a preset change the committed results do not
     follow fails here."""
-    from domainbed_dge import sweep
-
     sweep_dir = REPO / "reports" / "rotated_mnist_fair" / folder
-    args = sweep.build_parser().parse_args([
-        "list", "--preset", str(REPO / "sweeps" / "rotated_mnist_fair.json"), "--data_dir", "./data",
-        "--output_dir", str(sweep_dir), *options])
-    jobs = sweep.resolve_jobs(args, sweep.load_preset(args.preset))
+    jobs = resolve("--preset", str(REPO / "sweeps" / "rotated_mnist_fair.json"), *options,
+                   data_dir="./data", output_dir=str(sweep_dir))
     assert len(jobs) == PRESET_JOBS["rotated_mnist_fair"]
     assert {job.state for job in jobs} == {"Done"}
     assert {Path(job.job.output_dir).name for job in jobs} == {path.name for path in sweep_dir.iterdir()}
