@@ -267,7 +267,7 @@ def confirm(question: str) -> bool:
 def check_hparams(jobs: Sequence[SweepJob]) -> str | None:
     """The first job whose merged hyperparameters the plugin's algorithm would refuse
     (an unknown key or a value not allowed), as an error line; ``None`` when all pass."""
-    from domainbed_dge.plugin.algorithms import known_hparams
+    from domainbed_dge.plugin.checks import known_hparams
 
     for job in jobs:
         algorithm = job.train_args["algorithm"]

@@ -1,6 +1,7 @@
-"""DomainBed algorithms: DGE and the peers it is compared with, on one engine.
+"""DomainBed algorithms: DGE and the peers it is compared with.
 
-One class per entry of ``plugin.methods.METHODS``, each a :class:`GradientEngine`
+One class per entry of ``plugin.methods.METHODS``, each a subclass of its engine's
+base (:data:`ENGINE_BASES`): DGE and the gradient peers are a :class:`GradientEngine`
 with that method's combiner. Importing this module registers them into
 ``domainbed.algorithms``; the start-up hook does that as soon as DomainBed's module
 loads (see ``_startup``).
@@ -13,7 +14,7 @@ import torch.nn.functional as F
 
 try:
     from domainbed import algorithms as host
-    from domainbed import hparams_registry, networks
+    from domainbed import networks
 except ImportError as error:
     raise ImportError(
         f"domainbed_dge's algorithms need DomainBed, which failed to import ({error}). Make a checkout of "
@@ -24,7 +25,9 @@ from domainbed_dge.core.combiners import Plan, direction_norm_ratio
 from domainbed_dge.core.gradients import GradientMatrix
 from domainbed_dge.core.gram import GradientGram, gram_statistics
 from domainbed_dge.plugin import methods
+from domainbed_dge.plugin.checks import check_hparams
 from domainbed_dge.plugin.hparams import HParamError
+from domainbed_dge.plugin.optimizers import make_optimizer
 from domainbed_dge.plugin.views import view_maker_for
 
 
@@ -44,7 +47,7 @@ class GradientEngine(host.Algorithm):
 
     def __init__(self, input_shape, num_classes, num_domains, hparams):
         super().__init__(input_shape, num_classes, num_domains, hparams)
-        methods.validate(self.method.name, hparams, known=known_hparams(self.method.name))
+        check_hparams(self.method.name, hparams)
         self.single_source = num_domains == 1
         self.num_gradient_domains = hparams["dge_num_views"] if self.single_source else num_domains
         self.featurizer = networks.Featurizer(input_shape, hparams)
@@ -53,7 +56,7 @@ class GradientEngine(host.Algorithm):
         )
         self.network = torch.nn.Sequential(self.featurizer, self.classifier)
         self.trainable = [p for p in self.network.parameters() if p.requires_grad]
-        self.optimizer = _make_optimizer(self.trainable, hparams)
+        self.optimizer = make_optimizer(self.trainable, hparams)
         # Views exist in SDG only. train.py seeds torch with the run's --seed before it
         # builds the data and the algorithm.
         if self.single_source and hparams["dge_input_normalization"] == "imagenet" and input_shape[0] != 3:
@@ -64,7 +67,7 @@ class GradientEngine(host.Algorithm):
                            if self.single_source else None)
         if self.single_source and hparams["dge_view_sampling"] == "fixed":
             self._keep_fixed_view_seeds()
-        self.combiner = self.method.combiner(hparams)
+        self.combiner = self.method.build(hparams)
         self.state_names = []
         for name, value in self.combiner.initial_state(self.num_gradient_domains).items():
             self.register_buffer(name, value)
@@ -145,20 +148,6 @@ class GradientEngine(host.Algorithm):
         return self.network(x)
 
 
-def known_hparams(algorithm: str) -> set[str]:
-    """The names DomainBed's registry (with this plugin's entries) defines for ``algorithm``."""
-    return set(hparams_registry.default_hparams(algorithm, "RotatedMNIST")) | set(
-        hparams_registry.default_hparams(algorithm, "PACS"))
-
-
-def _make_optimizer(parameters, hparams) -> torch.optim.Optimizer:
-    if hparams["dge_optimizer"] == "sgd":
-        return torch.optim.SGD(
-            parameters, lr=hparams["lr"], momentum=hparams["dge_momentum"], weight_decay=hparams["weight_decay"]
-        )
-    return torch.optim.Adam(parameters, lr=hparams["lr"], weight_decay=hparams["weight_decay"])
-
-
 def _to_host(*groups: dict[str, torch.Tensor]) -> list[dict[str, torch.Tensor]]:
     """Copy groups of small device tensors to the host in one transfer (the step's one
     sync); each group comes back as its own dictionary, so names never collide."""
@@ -168,8 +157,13 @@ def _to_host(*groups: dict[str, torch.Tensor]) -> list[dict[str, torch.Tensor]]:
     return [{name: next(pieces).view(t.shape) for name, t in group.items()} for group in groups]
 
 
+#: The base class of each of ``methods.ENGINES``.
+ENGINE_BASES = {"gradients": GradientEngine}
+
+
 def _algorithm_class(method: methods.Method) -> type:
-    return type(method.name, (GradientEngine,), {"__doc__": method.summary, "method": method, "__module__": __name__})
+    base = ENGINE_BASES[method.engine]
+    return type(method.name, (base,), {"__doc__": method.summary, "method": method, "__module__": __name__})
 
 
 for _method in methods.METHODS:

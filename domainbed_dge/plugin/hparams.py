@@ -1,4 +1,4 @@
-"""The engine's hyperparameters, shared by every method: views and optimiser.
+"""The hyperparameters methods share: how views are made, and the comparison's optimiser.
 
 DomainBed-free. An :class:`HParam` has a default (per dataset), a random-search draw
 from its own seeded ``numpy.random.RandomState`` (as DomainBed's registry gives each
@@ -76,8 +76,8 @@ def num_views(min_domains: int) -> HParam:
                   f"an integer >= {min_domains} (views per batch in SDG; {why})", lambda v: is_int(v, min_domains))
 
 
-#: Views and optimiser: every method of the engine has these (and ``num_views``).
-ENGINE_HPARAMS = (
+#: How views are made: every method that trains on views has these (and ``num_views``).
+VIEW_HPARAMS = (
     HParam("dge_augment", fixed("randaugment"), None, f"one of {', '.join(AUGMENTATIONS)}", one_of(AUGMENTATIONS)),
     choice("dge_view_sampling", VIEW_SAMPLINGS,
            "one draw per view batch, per image, or K draws fixed for the run"),
@@ -88,7 +88,14 @@ ENGINE_HPARAMS = (
            lambda v: is_int(v, 0) and v <= MAX_MAGNITUDE),
     HParam("dge_input_normalization", lambda dataset: "none" if dataset in SMALL_IMAGES else "imagenet",
            None, f"one of {', '.join(NORMALIZATIONS)}", one_of(NORMALIZATIONS)),
+)
+
+#: The comparison's optimiser: every method of the plugin has these.
+OPTIMIZER_HPARAMS = (
     HParam("dge_optimizer", fixed("adam"), None, f"one of {', '.join(OPTIMIZERS)}", one_of(OPTIMIZERS)),
     HParam("dge_momentum", fixed(0.9), None, "a number in [0, 1) (SGD momentum)",
            lambda v: is_number(v) and 0 <= v < 1),
 )
+
+#: Views and optimiser: every method of the gradient engine has these (and ``num_views``).
+ENGINE_HPARAMS = VIEW_HPARAMS + OPTIMIZER_HPARAMS

@@ -1,12 +1,13 @@
 """The method registry: one entry per algorithm this plugin adds to DomainBed.
 
 An entry holds everything that differs between methods: the DomainBed name, the
-label in tables and plots, what it does (the algorithm class's docstring), the
-combiner it builds from the run's hyperparameters, its own hyperparameters, and how
-many domains it needs. The algorithm classes
-(``plugin.algorithms``), the hyperparameter table (:func:`define`), the rows of the
-tables and plots, and the benchmark's method list all derive from :data:`METHODS`.
-Adding a method means one core function, one combiner and one entry here.
+label in tables and plots, what it does (the algorithm class's docstring), the engine
+that trains it and the core object it builds from the run's hyperparameters (a
+combiner for the gradient engine), its own hyperparameters, and how many domains it
+needs. The algorithm classes (``plugin.algorithms``), the hyperparameter table
+(:func:`define`), the rows of the tables and plots, and the benchmark's method list
+all derive from :data:`METHODS`. Adding a method means its math in ``core``, its
+engine's glue in ``plugin`` (when no engine fits yet) and one entry here.
 """
 
 from __future__ import annotations
@@ -21,7 +22,6 @@ from domainbed_dge.core.combiners import (
     UPDATES,
     WEIGHT_MODES,
     AgreementCombiner,
-    Combiner,
     EquilibriumCombiner,
     GradAvgCombiner,
     PCGradCombiner,
@@ -30,6 +30,7 @@ from domainbed_dge.core.equilibrium import ADJUST_AGAINST
 from domainbed_dge.core.peers import PCGRAD_ORDERS, PCGRAD_REDUCTIONS
 from domainbed_dge.plugin.hparams import (
     ENGINE_HPARAMS,
+    OPTIMIZER_HPARAMS,
     HParam,
     LABELS,
     HParamError,
@@ -41,19 +42,34 @@ from domainbed_dge.plugin.hparams import (
 )
 
 
+#: How a method trains, each a base class of ``plugin.algorithms``: ``gradients``, the
+#: gradient engine (one gradient per domain, combined; ``build`` gives the combiner);
+#: the others train ERM's objective on the concatenated batch, changed by the object
+#: ``build`` gives: ``sharpness`` (a sharpness-aware direction), ``random_convolution``
+#: (random convolutions of the input), ``mixstyle`` (feature-statistics mixing).
+ENGINES = ("gradients", "sharpness", "random_convolution", "mixstyle")
+
+
 @dataclass(frozen=True)
 class Method:
     """One method: ``name`` in DomainBed (``--algorithm``), ``label`` of its rows in
-    tables and plots, ``summary`` (its class docstring), ``combiner`` built from a
-    run's hyperparameters, its own ``hparams`` beyond the engine's, ``min_domains``
-    (the least ``dge_num_views`` it accepts)."""
+    tables and plots, ``summary`` (its class docstring), ``build``, which makes the
+    method's core object (a combiner, a sharpness rule, an augmenter, ...) from a run's
+    hyperparameters, the ``engine`` that trains with that object (one of
+    :data:`ENGINES`), its own ``hparams`` beyond the engine's, and, for the gradient
+    engine, ``min_domains`` (the least ``dge_num_views`` it accepts)."""
 
     name: str
     label: str
     summary: str
-    combiner: Callable[[dict], Combiner]
+    build: Callable[[dict], Any]
     hparams: tuple[HParam, ...] = ()
     min_domains: int = 2
+    engine: str = "gradients"
+
+    def __post_init__(self):
+        if self.engine not in ENGINES:
+            raise ValueError(f"{self.name}: engine {self.engine!r} is not allowed; allowed: {', '.join(ENGINES)}")
 
 
 def equilibrium_options(hparams: dict) -> dict:
@@ -139,11 +155,15 @@ def suggestion(name: str, known: Iterable[str]) -> str:
 
 
 def hparams_of(algorithm: str) -> tuple[HParam, ...]:
-    """The plugin's hyperparameters of ``algorithm`` (none for DomainBed's own)."""
+    """The plugin's hyperparameters of ``algorithm`` (none for DomainBed's own): the
+    views' and the optimiser's for the gradient engine, the optimiser's for the others,
+    then the method's own."""
     if algorithm not in BY_NAME:
         return ()
     method = BY_NAME[algorithm]
-    return (num_views(method.min_domains), *ENGINE_HPARAMS, *method.hparams)
+    if method.engine == "gradients":
+        return (num_views(method.min_domains), *ENGINE_HPARAMS, *method.hparams)
+    return (*OPTIMIZER_HPARAMS, *method.hparams)
 
 
 def define(

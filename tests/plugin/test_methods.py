@@ -45,11 +45,11 @@ def test_each_combiner_is_built_from_the_runs_hyperparameters():
     from domainbed_dge.core.combiners import EquilibriumCombiner, PCGradCombiner
 
     dge = {name: default for name, (default, _) in methods.define("DGE", "PACS", states).items()}
-    combiner = methods.BY_NAME["DGE"].combiner({**dge, "dge_weights": "reset", "dge_adjust_against": "original"})
+    combiner = methods.BY_NAME["DGE"].build({**dge, "dge_weights": "reset", "dge_adjust_against": "original"})
     assert isinstance(combiner, EquilibriumCombiner) and combiner.weights == "reset"
     assert combiner.options["adjust_against"] == "original"
     pcgrad = {name: default for name, (default, _) in methods.define("PCGrad", "PACS", states).items()}
-    assert isinstance(methods.BY_NAME["PCGrad"].combiner(pcgrad), PCGradCombiner)
+    assert isinstance(methods.BY_NAME["PCGrad"].build(pcgrad), PCGradCombiner)
 
 
 @pytest.mark.domainbed
