@@ -1,6 +1,6 @@
 """Tables of single-domain generalization (SDG) results from a DomainBed sweep.
 
-    python -m domainbed_dge.collect_results --input_dir SWEEP_OUTPUT [--format text|markdown|latex]
+    python -m domainbed_dge.collect_results --input_dir SWEEP_OUTPUT [--format text|markdown|latex] [--rows ROW ...]
 
 For each dataset and each selection method (``source validation``: checkpoint and
 hyperparameters chosen on the source domain's ``out`` split; ``oracle``: on the
@@ -28,7 +28,7 @@ import argparse
 import sys
 from typing import Sequence
 
-from domainbed_dge.experiments.records import FINISHED_ONLY_HELP, load_runs
+from domainbed_dge.experiments.records import FINISHED_ONLY_HELP, Loaded, load_runs
 from domainbed_dge.experiments.tables import FORMATS, PAIRED_REFERENCE, report
 
 
@@ -47,10 +47,18 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--max_step", type=int, default=None,
                         help="ignore checkpoints after this step, as if the runs had stopped there (default: none)")
     parser.add_argument("--finished_only", action="store_true", help=FINISHED_ONLY_HELP)
+    parser.add_argument("--rows", nargs="+", default=None, metavar="ROW",
+                        help="only these rows (labels as the tables print them), in the tables' usual order "
+                             "(default: every row)")
     parser.add_argument("--reference", default=None,
                         help=f"the row every method is compared with pair by pair (default: {PAIRED_REFERENCE}, "
                              "where the sweep has it)")
     return parser
+
+
+def keep_rows(loaded: Loaded, rows: Sequence[str]) -> None:
+    """Leave only the runs of ``rows`` (row labels) in ``loaded``."""
+    loaded.runs = [run for run in loaded.runs if run.method in set(rows)]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -66,6 +74,12 @@ def main(argv: Sequence[str] | None = None) -> int:
               f"{loaded.skipped_lines} bad lines skipped).", file=sys.stderr)
         return 1
     rows = sorted({run.method for run in loaded.runs})
+    if args.rows is not None:
+        unknown = [row for row in args.rows if row not in rows]
+        if unknown:
+            parser.error(f"--rows {unknown[0]!r} is not a row of these results; allowed: {', '.join(rows)}")
+        keep_rows(loaded, args.rows)
+        rows = sorted(set(args.rows))
     if args.reference is not None and args.reference not in rows:
         parser.error(f"--reference {args.reference!r} is not a row of these results; allowed: {', '.join(rows)}")
     sys.stdout.write(report(args.input_dir, loaded, fmt, args.reference or PAIRED_REFERENCE))

@@ -224,6 +224,23 @@ def test_a_reference_that_is_no_row_is_refused_listing_the_rows(tmp_path, capsys
     assert "paired difference to DGE" in capsys.readouterr().out
 
 
+def test_rows_keeps_only_the_named_rows_and_refuses_an_unknown_one(tmp_path, capsys):
+    for label in ("GradAvg x K", "DGE", "Baseline"):
+        write_run(tmp_path, label.replace(" ", ""), [([.5] * 3, [.5] * 3)], source=0, trial_seed=0, hparams_seed=0,
+                  algorithm="DGE", hparams={"sweep_variant": label} if label != "DGE" else None)
+    assert collect_results.main(["--input_dir", str(tmp_path), "--rows", "DGE", "GradAvg x K"]) == 0
+    output = capsys.readouterr().out
+    rows = text_table(output, f"{DATASET}, {SOURCE_VALIDATION} selection: accuracy by source domain")
+    assert [row[0] for row in rows[1:]] == ["DGE", "GradAvg x K"]
+    with pytest.raises(SystemExit):
+        collect_results.main(["--input_dir", str(tmp_path), "--rows", "DGE", "PCGrad"])
+    assert "--rows 'PCGrad' is not a row of these results; allowed: Baseline, DGE, GradAvg x K" \
+        in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        collect_results.main(["--input_dir", str(tmp_path), "--rows", "DGE", "--reference", "Baseline"])
+    assert "--reference 'Baseline' is not a row of these results; allowed: DGE" in capsys.readouterr().err
+
+
 def test_selection_scores_and_max_step(sweep):
     # ERM, source 0: trial 0 selects hparams 1 at step 0 (0.90), trial 1 step 0 (0.80).
     output = tables.report(str(sweep), load_runs(str(sweep)), "text")

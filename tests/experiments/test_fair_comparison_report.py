@@ -59,13 +59,21 @@ def parse_tables(markdown: str) -> list[list[list[str]]]:
     return tables
 
 
+#: The comparison's first rows, the ones the "At 3,000 steps" section reads (its
+#: collect_results commands name them with ``--rows``).
+FIRST_ROWS = ("Baseline", "Baseline + RandAugment", "GradAvg", "GradAvg x K", *READINGS.values(),
+              "PCGrad", "Agr-Sum", "Agr-Rand")
+
+
 @pytest.fixture(scope="module")
 def printed():
-    """collect_results' markdown for the committed sweep, by paired reference row."""
+    """collect_results' markdown for the committed sweep's first rows, by paired reference row."""
+    from domainbed_dge.collect_results import keep_rows
     from domainbed_dge.experiments.records import load_runs
     from domainbed_dge.experiments.tables import report
 
     loaded = load_runs(str(REPO / SWEEP), finished_only=True)
+    keep_rows(loaded, FIRST_ROWS)
     cache: dict[str, str] = {}
 
     def for_reference(reference: str) -> str:
@@ -144,6 +152,15 @@ def test_the_answer_is_the_paired_tables_and_its_verdicts_follow_from_them(print
         assert not interval_above_zero(against[CONTROL]), reading
         for peer in better:
             assert f"loses to {peer}" in verdict, reading
+
+
+def test_the_sections_commands_name_the_first_rows():
+    at_3000 = REPORT[REPORT.index("## At 3,000 steps"):REPORT.index("## Not run")]
+    commands = re.findall(rf"collect_results --input_dir {SWEEP} .*?(?<!\\)\n", at_3000, re.S)
+    rows_option = "--rows " + " ".join(f"'{row}'" if " " in row else row for row in FIRST_ROWS)
+    assert len(commands) == 2
+    for command in commands:
+        assert rows_option in re.sub(r"\\\n\s*", "", command), command
 
 
 def test_every_table_at_3000_steps_is_a_checked_one():
