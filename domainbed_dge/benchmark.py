@@ -8,6 +8,10 @@ memory-bandwidth floor) to standard output, and with ``--json FILE`` writes ever
 measurement to FILE. It writes nothing else: ``reports/performance.md`` quotes runs
 of this command. What is measured, and how, is described in
 ``domainbed_dge.experiments.timing``.
+
+With ``--profile DIR`` it times nothing: it runs ``torch.profiler`` on one step of each
+method (by default ERM and GradAvg) after the warm-up, prints the summary and writes it
+to DIR/profile.json and DIR/profile.md (``domainbed_dge.experiments.profiling``).
 """
 
 from __future__ import annotations
@@ -15,6 +19,9 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import shlex
+import sys
+from pathlib import Path
 
 import torch
 
@@ -22,7 +29,8 @@ from domainbed_dge.plugin.host import require_domainbed
 
 require_domainbed()
 
-from domainbed_dge.experiments.timing import METHODS, Settings, run  # noqa: E402
+from domainbed_dge.experiments import profiling  # noqa: E402
+from domainbed_dge.experiments.timing import ALLOWED, METHODS, VARIANTS, Settings, run  # noqa: E402
 
 MEBI = 2**20
 
@@ -42,24 +50,29 @@ def build_parser() -> argparse.ArgumentParser:
                         help="bf16: autocast the forward passes (default: %(default)s)")
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cuda" if torch.cuda.is_available() else "cpu",
                         help="default: cuda when available, else cpu (here: %(default)s)")
-    parser.add_argument("--methods", nargs="+", default=list(METHODS), metavar="METHOD",
-                        help=f"some of {', '.join(METHODS)}; ERM is always measured, ratios are against it "
-                             "(default: all)")
+    variants = "; ".join(f"{name}: {variant.summary}" for name, variant in VARIANTS.items())
+    parser.add_argument("--methods", nargs="+", default=None, metavar="METHOD",
+                        help=f"some of {', '.join(ALLOWED)} ({variants}); ERM is always measured, ratios are "
+                             f"against it (default: {', '.join(METHODS)}; with --profile: "
+                             f"{', '.join(profiling.PROFILED)})")
     parser.add_argument("--params", type=int, default=None,
                         help="P of the equilibrate-alone matrix (default: the model's parameter count)")
     parser.add_argument("--json", default=None, help="also write every measurement to this file (default: none)")
+    parser.add_argument("--profile", default=None, metavar="DIR",
+                        help="instead of timing, profile one step of each method after the warm-up and write "
+                             "DIR/profile.json and DIR/profile.md (default: none)")
     return parser
 
 
-def parse_args(argv: list[str] | None = None) -> tuple[Settings, str | None]:
+def parse_args(argv: list[str] | None = None) -> tuple[Settings, argparse.Namespace]:
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.device == "cuda" and not torch.cuda.is_available():
         parser.error("--device cuda: no CUDA device is available")
     options = {field.name: getattr(args, field.name) for field in dataclasses.fields(Settings)}
-    options["methods"] = tuple(options["methods"])
+    options["methods"] = tuple(options["methods"] or (profiling.PROFILED if args.profile else METHODS))
     try:
-        return Settings(**options), args.json
+        return Settings(**options), args
     except ValueError as error:
         parser.error(str(error))
 
@@ -102,8 +115,25 @@ def equilibrate_table(report: dict) -> str:
     return "\n".join(rows)
 
 
+def write_profile(settings: Settings, directory: str, argv: list[str]) -> None:
+    report = profiling.profile(settings)
+    command = "python -m domainbed_dge.benchmark " + shlex.join(argv)
+    summary = profiling.markdown(report, command)
+    print(summary)
+    folder = Path(directory)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "profile.md").write_text(summary)
+    with open(folder / "profile.json", "w") as handle:
+        json.dump({"command": command, "settings": dataclasses.asdict(settings), "methods": report}, handle, indent=2)
+
+
 def main(argv: list[str] | None = None) -> None:
-    settings, json_path = parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    settings, args = parse_args(argv)
+    if args.profile:
+        write_profile(settings, args.profile, argv)
+        return
+    json_path = args.json
     report = run(settings)
     s = report["settings"]
     load = report["load_average"]

@@ -18,8 +18,9 @@ import struct
 
 import numpy as np
 
+from domainbed_dge.plugin.data_guard import MNIST_FILES
+
 TRAIN_FRACTION = 0.8
-FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
 
 
 def load_subset() -> tuple[np.ndarray, np.ndarray]:
@@ -52,7 +53,7 @@ def write_mnist(data_dir: str, num_images: int | None = None) -> str:
     raw = os.path.join(data_dir, "MNIST", "raw")
     os.makedirs(raw, exist_ok=True)
     splits = (images[:train], labels[:train], images[train:], labels[train:])
-    for name, array in zip(FILES, splits):
+    for name, array in zip(MNIST_FILES, splits):
         write_idx(os.path.join(raw, name), array)
     return raw
 
@@ -70,7 +71,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = build_parser()
     args = parser.parse_args(argv)
     raw = write_mnist(args.data_dir, args.num_images)
-    print(f"Wrote {len(FILES)} IDX files to {raw}")
+    print(f"Wrote {len(MNIST_FILES)} IDX files to {raw}")
 
 
 if __name__ == "__main__":

@@ -28,9 +28,10 @@ Before launching anything it refuses: a job whose hyperparameters the plugin's
 algorithm would refuse (an unknown key or a value not allowed); a batch size larger
 than a training environment's in-split (see ``domainbed_dge.experiments.batch_guard``),
 and data it cannot read for that check unless ``--skip_data_check``; jobs that
-``python`` on PATH cannot run. A preset that breaks the fairness rules of
-``experiments.presets.fairness_problems`` gets a warning. It ends with how many jobs
-are done, incomplete and not launched, and exits 1 when a job it waited for failed.
+``python`` on PATH cannot run; a refusal is printed before, and instead of, the list
+of jobs. A preset that breaks the fairness rules of ``experiments.presets.fairness_problems``
+gets a warning. It ends with how many jobs are done, incomplete and not launched, and
+exits 1 when a job it waited for failed.
 """
 
 from __future__ import annotations
@@ -265,17 +266,23 @@ def confirm(question: str) -> bool:
 
 
 def check_hparams(jobs: Sequence[SweepJob]) -> str | None:
-    """The first job whose merged hyperparameters the plugin's algorithm would refuse
-    (an unknown key or a value not allowed), as an error line; ``None`` when all pass."""
+    """The first job whose merged hyperparameters its algorithm would refuse (an unknown
+    key or a value not allowed; for DomainBed's own algorithms, the plugin's keys: see
+    ``plugin.host_algorithms``), as an error line; ``None`` when all pass."""
     from domainbed_dge.plugin.checks import known_hparams
+    from domainbed_dge.plugin.host_algorithms import check_host_hparams, is_domainbed_algorithm
 
     for job in jobs:
         algorithm = job.train_args["algorithm"]
-        if algorithm in methods.NAMES:
-            try:
-                methods.validate(algorithm, job_hparams(job.train_args), known=known_hparams(algorithm))
-            except HParamError as error:
-                return f"{job.describe()}: {error}"
+        hparams = job_hparams(job.train_args)
+        try:
+            if algorithm in methods.NAMES:
+                methods.validate(algorithm, hparams, known=known_hparams(algorithm))
+            elif is_domainbed_algorithm(cls := getattr(algorithms, algorithm, None)):
+                num_environments = len(datasets.get_dataset_class(job.train_args["dataset"]).ENVIRONMENTS)
+                check_host_hparams(cls, hparams, num_environments - len(job.train_args["test_envs"]))
+        except HParamError as error:
+            return f"{job.describe()}: {error}"
     return None
 
 
@@ -286,16 +293,11 @@ def waits_for_jobs(launcher: str) -> bool:
     return launcher in WAITING_LAUNCHERS
 
 
-def launch(jobs: Sequence[SweepJob], args: argparse.Namespace) -> int:
-    """Launch the jobs never launched; the exit status: 1 when a job it waited for failed."""
-    to_launch = [job for job in jobs if job.state == domainbed_sweep.Job.NOT_LAUNCHED]
-    incomplete = sum(job.state == domainbed_sweep.Job.INCOMPLETE for job in jobs)
-    if incomplete:
-        print(f"{incomplete} incomplete jobs are not relaunched (they may still be running); "
-              "`delete_incomplete` removes them so that `launch` redoes them.")
-    if not to_launch:
-        print("Nothing to launch.")
-        return 0
+def refuse_unlaunchable(to_launch: Sequence[SweepJob], args: argparse.Namespace) -> None:
+    """Exit with one error when the jobs cannot run: hyperparameters the algorithm would
+    refuse, a batch larger than a training split, data the batch-size check cannot read
+    (unless ``--skip_data_check``), no usable ``python`` for the jobs, or a bad launcher
+    setting."""
     bad = check_hparams(to_launch)
     if bad is not None:
         raise SystemExit(f"error: refusing to launch: {bad}")
@@ -325,6 +327,22 @@ def launch(jobs: Sequence[SweepJob], args: argparse.Namespace) -> int:
         problem = launchers.configuration_problem()
         if problem is not None:
             raise SystemExit(f"error: refusing to launch: {problem}")
+
+
+def launch(jobs: Sequence[SweepJob], args: argparse.Namespace) -> int:
+    """Check, then list and launch the jobs never launched; a refusal comes before the
+    list. The exit status: 1 when a job it waited for failed."""
+    to_launch = [job for job in jobs if job.state == domainbed_sweep.Job.NOT_LAUNCHED]
+    if to_launch:
+        refuse_unlaunchable(to_launch, args)
+    print_jobs(jobs)
+    incomplete = sum(job.state == domainbed_sweep.Job.INCOMPLETE for job in jobs)
+    if incomplete:
+        print(f"{incomplete} incomplete jobs are not relaunched (they may still be running); "
+              "`delete_incomplete` removes them so that `launch` redoes them.")
+    if not to_launch:
+        print("Nothing to launch.")
+        return 0
     print(f"About to launch {len(to_launch)} jobs with the {args.command_launcher!r} launcher.")
     if not args.skip_confirmation and not confirm("Are you sure?"):
         print("Nothing launched.")
@@ -379,12 +397,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"Preset {args.preset}: {preset.paper + ': ' if preset.paper else ''}{preset.description}")
         for problem in fairness_problems(preset):
             print(f"warning: not a like-with-like comparison: {problem}", file=sys.stderr)
-    print_jobs(jobs)
     status = 0
     if args.command == "launch":
-        status = launch(jobs, args)
-    elif args.command == "delete_incomplete":
-        delete_incomplete(jobs, args)
+        status = launch(jobs, args)  # it lists the jobs once its checks pass
+    else:
+        print_jobs(jobs)
+        if args.command == "delete_incomplete":
+            delete_incomplete(jobs, args)
     if args.command != "list":
         print("Now: " + summary([job.rescanned() for job in jobs]))
     return status

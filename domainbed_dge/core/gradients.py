@@ -3,7 +3,9 @@
 While domain k's backward pass runs, every trainable parameter's ``.grad`` is a view
 into row k of ``G``, so autograd accumulates into the row: no per-parameter copies,
 no retained graphs. For an optimizer step the ``.grad``s are pointed at a P-vector
-holding the direction to apply.
+holding the direction to apply. The step's K losses are kept beside the matrix, so
+that a step's passes write everything they produce into storage that outlives them
+(what a captured CUDA graph needs, ``core.cuda_graphs``).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ class GradientMatrix:
         sizes = [p.numel() for p in parameters]
         self.matrix = torch.zeros(num_domains, sum(sizes), device=first.device, dtype=first.dtype)
         self.direction = torch.zeros(sum(sizes), device=first.device, dtype=first.dtype)
+        self.losses = torch.zeros(num_domains, device=first.device, dtype=first.dtype)
         self._row_views = [self._views_into(row, sizes) for row in self.matrix]
         self._direction_views = self._views_into(self.direction, sizes)
 
@@ -34,8 +37,10 @@ class GradientMatrix:
         )
 
     def backward_into_row(self, row: int, loss: torch.Tensor) -> None:
-        """Write ``d loss / d parameters`` into row ``row`` of the matrix."""
+        """Write ``d loss / d parameters`` into row ``row`` of the matrix, and the loss
+        into ``losses[row]``."""
         self.matrix[row].zero_()
+        self.losses[row].copy_(loss.detach())
         self._point_grads_at(self._row_views[row])
         loss.backward()
 

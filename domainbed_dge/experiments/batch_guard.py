@@ -29,6 +29,7 @@ from typing import Callable, Iterable
 from domainbed import datasets, hparams_registry
 
 from domainbed_dge.experiments.jobs import job_hparams
+from domainbed_dge.plugin.data_guard import check_mnist
 
 
 class SizesUnavailable(RuntimeError):
@@ -66,16 +67,17 @@ def environment_sizes(dataset: str, data_dir: str) -> list[int]:
     dataset_class = datasets.get_dataset_class(dataset)
     try:
         if issubclass(dataset_class, datasets.MultipleEnvironmentMNIST):
-            return _mnist_environment_sizes(data_dir, len(dataset_class.ENVIRONMENTS))
+            return _mnist_environment_sizes(dataset, data_dir, len(dataset_class.ENVIRONMENTS))
         hparams = hparams_registry.default_hparams("ERM", dataset)
         return [len(environment) for environment in dataset_class(data_dir, [], hparams)]
     except Exception as error:  # any failure to read the data means: not checked
         raise SizesUnavailable(f"{type(error).__name__}: {error}") from error
 
 
-def _mnist_environment_sizes(data_dir: str, num_environments: int) -> list[int]:
+def _mnist_environment_sizes(dataset: str, data_dir: str, num_environments: int) -> list[int]:
     from torchvision.datasets import MNIST
 
+    check_mnist(dataset, data_dir)  # its error names the command that writes the files
     total = sum(len(MNIST(data_dir, train=train, download=False)) for train in (True, False))
     return [len(range(env, total, num_environments)) for env in range(num_environments)]
 

@@ -3,25 +3,29 @@ renderer (no display needed), per dataset:
 
 ``<dataset>_accuracy.png``
     grouped bars: accuracy (%) on the target domains' ``in`` splits, averaged over
-    the targets, for each source domain (and their average), one bar per method;
-    mean over trials with their standard deviation as error bars.
+    the targets, for each source domain (and their average, where there are several),
+    one bar per method; mean over trials with their standard deviation as error bars.
+    The legend sits below the axes, off the bars.
 ``<dataset>_source-<domain>_curves.png``
     loss, source validation accuracy (the source's ``out`` split) and target accuracy
     against the training step, one line per method.
 ``<dataset>_source-<domain>_diagnostics.png``
-    DGE's equilibrium weights ``dge_weight_<k>`` and the engine's diagnostics, each on
-    its own axes (``dge_net_vs_gradavg``, ``pair_conflict_fraction`` for DGE and
-    PCGrad, ``coordinate_conflict_fraction`` for Agr-*, ``grad_cosine``,
-    ``direction_norm_ratio``, ``dge_adjusted_pairs``) against the step, for the
-    methods that log them; written only where some run does.
+    DGE's equilibrium weights ``dge_weight_<k>`` (one colour per weight, one line style
+    per method) and the engine's diagnostics, each on its own axes
+    (``dge_net_vs_gradavg``, ``pair_conflict_fraction`` for DGE and PCGrad,
+    ``coordinate_conflict_fraction`` for Agr-*, ``grad_cosine``, ``direction_norm_ratio``,
+    ``dge_adjusted_pairs``) against the step, for the methods that log them; written
+    only where some run does.
 
 Every figure uses the runs chosen by source-validation selection (see
 ``experiments.selection``), one per trial; curves are the mean over trials at the
-steps all of them logged. Methods are labelled as in the tables.
+steps all of them logged. Titles say how many trials a figure averages ("one trial"
+when none has more). Methods are labelled as in the tables.
 """
 
 from __future__ import annotations
 
+import itertools
 import os
 import re
 import statistics
@@ -53,6 +57,16 @@ def _colors(methods: Sequence[str]) -> dict[str, tuple]:
     return {method: palette(index % palette.N) for index, method in enumerate(methods)}
 
 
+def over_trials(counts, statistic: str = "mean") -> str:
+    """What a title says of the per-line trial ``counts`` (zeros ignored): ``"one trial"``,
+    ``"mean over 3 trials"`` or ``"mean over 1-3 trials"``."""
+    counts = {count for count in counts if count}
+    if counts <= {1}:
+        return "one trial"
+    low, high = min(counts), max(counts)
+    return f"{statistic} over {high if low == high else f'{low}-{high}'} trials"
+
+
 def safe_name(text: str) -> str:
     """``text`` usable in a file name."""
     return re.sub(r"[^A-Za-z0-9.+-]", "_", text)
@@ -74,10 +88,12 @@ def mean_curve(runs: Sequence[Run], value_of) -> tuple[list[float], list[float]]
 
 
 def accuracy_bars(results: DatasetResults):
-    """Grouped bars of target accuracy by source domain (and their average)."""
+    """Grouped bars of target accuracy by source domain, and their average where there
+    are several sources."""
     import numpy as np
 
-    groups = [*(results.environments[source] for source in results.sources), "Avg"]
+    average = len(results.sources) > 1
+    groups = [*(results.environments[source] for source in results.sources), *(["Avg"] if average else [])]
     colors = _colors(results.methods)
     figure = _figure(max(6.0, 1.2 * len(groups) * max(1, len(results.methods)) / 3), 4.5)
     axes = figure.add_subplot()
@@ -87,17 +103,20 @@ def accuracy_bars(results: DatasetResults):
         for source in results.sources:
             accuracies = [100 * value for value in results.accuracies(method, source)]
             means.append(statistics.fmean(accuracies) if accuracies else np.nan)
-            stds.append(statistics.pstdev(accuracies) if accuracies else np.nan)
-        means.append(np.mean(means))  # NaN unless every source has a value
-        stds.append(np.nan)
+            stds.append(statistics.pstdev(accuracies) if len(accuracies) > 1 else np.nan)  # no bar for one trial
+        if average:
+            means.append(np.mean(means))  # NaN unless every source has a value
+            stds.append(np.nan)
         positions = np.arange(len(groups)) - 0.4 + width * (index + 0.5)
         axes.bar(positions, means, width, yerr=stds, capsize=2, label=method, color=colors[method])
     axes.set_xticks(np.arange(len(groups)), groups)
     axes.set_xlabel("source domain")
     axes.set_ylabel("target accuracy (%)")
+    counts = [len(results.trials(method, source)) for method in results.methods for source in results.sources]
     axes.set_title(f"{results.dataset}: SDG accuracy on the target domains\n({SOURCE_VALIDATION} selection, "
-                   "mean and std over trials)")
-    axes.legend(fontsize="small", ncols=min(4, len(results.methods)))
+                   f"{over_trials(counts, 'mean and std')})")
+    figure.legend(*axes.get_legend_handles_labels(), loc="outside lower center", fontsize="small",
+                  ncols=min(4, len(results.methods)))
     return figure
 
 
@@ -121,7 +140,9 @@ def training_curves(results: DatasetResults, source: int):
         axes.set_xlabel("step")
         axes.set_ylabel(label)
     axes_row[0].legend(fontsize="small")
-    figure.suptitle(f"{results.dataset}, source {results.environments[source]}: training curves (mean over trials)")
+    counts = [len(results.trials(method, source)) for method in results.methods]
+    figure.suptitle(f"{results.dataset}, source {results.environments[source]}: training curves "
+                    f"({over_trials(counts)})")
     return figure
 
 
@@ -141,14 +162,8 @@ def diagnostics(results: DatasetResults, source: int):
     grid = figure.subplots(2, columns, squeeze=False).ravel()
     for axes in grid[1 + len(panels):]:
         axes.set_visible(False)
-    styles = ("-", "--", ":", "-.")
     weights_axes = grid[0]
-    for method, runs in selected.items():
-        for k, key in enumerate(weight_keys):
-            steps, values = mean_curve(runs, lambda run, record, key=key: record.get(key))
-            if steps:
-                weights_axes.plot(steps, values, linestyle=styles[k % len(styles)], marker=".",
-                                  color=colors[method], label=f"{method} w{WEIGHT_KEY.match(key)[1]}")
+    plot_weights(weights_axes, selected, weight_keys)
     weights_axes.set_title("equilibrium weights dge_weight_k")
     weights_axes.set_xlabel("step")
     if weights_axes.lines:
@@ -162,8 +177,26 @@ def diagnostics(results: DatasetResults, source: int):
         axes.set_xlabel("step")
         axes.legend(fontsize="x-small")
     figure.suptitle(f"{results.dataset}, source {results.environments[source]}: DGE weights and gradient "
-                    "diagnostics (mean over trials)")
+                    f"diagnostics ({over_trials(len(runs) for runs in selected.values())})")
     return figure
+
+
+def plot_weights(axes, selected: dict, weight_keys: Sequence[str]) -> None:
+    """One line per method and weight: each weight its own colour, each method that logs
+    weights its own line style (solid for the first)."""
+    from matplotlib import colormaps
+
+    palette = colormaps["Dark2"]
+    styles = itertools.cycle(("-", "--", ":", "-."))
+    for method, runs in selected.items():
+        curves = [mean_curve(runs, lambda run, record, key=key: record.get(key)) for key in weight_keys]
+        if not any(steps for steps, _ in curves):
+            continue
+        style = next(styles)
+        for k, (key, (steps, values)) in enumerate(zip(weight_keys, curves)):
+            if steps:
+                axes.plot(steps, values, linestyle=style, marker=".", color=palette(k % palette.N),
+                          label=f"{method} w{WEIGHT_KEY.match(key)[1]}")
 
 
 def figures(results: DatasetResults) -> dict:

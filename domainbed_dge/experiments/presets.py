@@ -57,8 +57,11 @@ MODES = ("sdg", "mdg")
 #: What every method of a fair comparison shares (DESIGN 1b): set in the preset's
 #: ``hparams`` and overridden by no variant, unless the preset ``tunes`` it.
 SHARED_SETTINGS = ("dge_optimizer", "lr", "dge_momentum", "batch_size", "weight_decay")
-#: Marks a row of DomainBed's own ERM (always Adam) as an extra reference.
+#: Marks a row of one of DomainBed's own algorithms run as DomainBed runs it (Adam, no
+#: views), an extra reference outside the shared settings.
 REFERENCE_MARK = "reference"
+#: The label's suffix of a DomainBed algorithm trained on the views as its domains.
+VIEWS_AS_DOMAINS = "(views as domains)"
 BASELINE = "Baseline"
 STEP_MATCHED_CONTROL = "GradAvg x K"
 #: What the step-matched control must share with every DGE row: the same K views.
@@ -224,31 +227,38 @@ def _parse_variant(item: Any, index: int, fail) -> PresetVariant:
 def fairness_problems(preset: Preset) -> list[str]:
     """How ``preset`` breaks the rules of a like-with-like comparison (empty: none).
 
-    * Every variant of the engine's algorithms sets each of ``SHARED_SETTINGS`` to the
-      same value, from the preset's ``hparams`` (unless the preset ``tunes`` it).
-    * DomainBed's own algorithms (ERM: always Adam) appear only as rows whose name
-      says ``reference``.
+    * Every variant but the references sets each of ``SHARED_SETTINGS`` to the same
+      value, from the preset's ``hparams`` (unless the preset ``tunes`` it): the
+      plugin's methods and DomainBed's own algorithms alike (``dge_optimizer``).
+    * A row of DomainBed's algorithm whose name says ``reference`` runs it as DomainBed
+      does: Adam (``dge_optimizer`` ``adam``) and no views (``dge_num_views`` 0).
+    * A row of DomainBed's algorithm on views as its domains (``dge_num_views`` >= 2)
+      says so in its name (``VIEWS_AS_DOMAINS``), and only such a row does; a preset
+      with MDG jobs has none (DomainBed's algorithms refuse views in MDG).
     * ``Baseline`` is vanilla training: GradAvg with one clean view; ``Baseline + X``
-      is GradAvg with one view augmented with X (Table 9).
+      is GradAvg with one view augmented with X (Table 9). In a preset of MDG jobs
+      only, ``Baseline`` may instead be DomainBed's ERM under the shared optimiser
+      (vanilla training on the environments' batch, Table 5): GradAvg would there
+      average the environments' gradients, as the ``GradAvg`` row does.
     * ``GradAvg x K`` is the step-matched control: DGE with adjustment and
       reweighting off and sequential updates (K steps of the mean gradient), on the
       same K views (``STEP_MATCHED_KEYS``) as every DGE row.
     """
     problems = []
-    engine_variants = [variant for variant in preset.variants if variant.algorithm in NAMES]
+    compared = [variant for variant in preset.variants
+                if variant.algorithm in NAMES or REFERENCE_MARK not in variant.name]
     for name in SHARED_SETTINGS:
         if name in preset.tunes:
             continue
         if name not in preset.hparams:
             problems.append(f"hparams do not set {name!r}, which every method must share")
-        for variant in engine_variants:
+        for variant in compared:
             if name in variant.hparams and variant.hparams[name] != preset.hparams.get(name):
                 problems.append(f"variant {variant.name!r} sets {name} = {variant.hparams[name]!r}, "
                                 f"not the shared {preset.hparams.get(name)!r}")
     for variant in preset.variants:
-        if variant.algorithm not in NAMES and REFERENCE_MARK not in variant.name:
-            problems.append(f"variant {variant.name!r} runs DomainBed's {variant.algorithm} with its own optimizer; "
-                            f"name it as a {REFERENCE_MARK} row")
+        if variant.algorithm not in NAMES:
+            problems += _domainbed_row_problems(preset, variant)
         if variant.name.startswith(BASELINE):
             problems += _baseline_problems(preset, variant)
         if variant.name == STEP_MATCHED_CONTROL:
@@ -257,9 +267,32 @@ def fairness_problems(preset: Preset) -> list[str]:
     return problems
 
 
+def _domainbed_row_problems(preset: Preset, variant: PresetVariant) -> list[str]:
+    """How a row of DomainBed's own algorithm breaks its rules, on any of the preset's
+    datasets: a reference with the plugin's optimiser or views, views in MDG, or views
+    without the label that says so (or the label without them)."""
+    problems = []
+    for dataset in preset.datasets:
+        optimizer, views = (_setting(preset, variant, key, dataset) for key in ("dge_optimizer", "dge_num_views"))
+        if REFERENCE_MARK in variant.name:
+            if (optimizer, views) != ("adam", 0):
+                problems.append(f"variant {variant.name!r} is a {REFERENCE_MARK} row of DomainBed's {variant.algorithm}: "
+                                f"it must run as DomainBed does, dge_optimizer 'adam' and dge_num_views 0, "
+                                f"has {optimizer!r} and {views!r}")
+        elif views and "mdg" in preset.modes:
+            problems.append(f"variant {variant.name!r} has dge_num_views = {views!r}, which DomainBed's "
+                            f"{variant.algorithm} refuses in MDG (views are the domains in SDG only)")
+        elif bool(views) != (VIEWS_AS_DOMAINS in variant.name):
+            problems.append(f"variant {variant.name!r} has dge_num_views = {views!r}: a row of DomainBed's "
+                            f"{variant.algorithm} says {VIEWS_AS_DOMAINS!r} in its name exactly when it trains on views")
+    return list(dict.fromkeys(problems))
+
+
 def _baseline_problems(preset: Preset, variant: PresetVariant) -> list[str]:
     """How a ``Baseline`` row is not GradAvg on one clean view, or a ``Baseline + X``
     row not GradAvg on one augmented view, on any of the preset's datasets."""
+    if variant.algorithm == "ERM" and variant.name == BASELINE and preset.modes == ("mdg",):
+        return []
     if variant.algorithm != "GradAvg":
         return [f"variant {variant.name!r} must be GradAvg with dge_num_views 1"]
     augmented = variant.name != BASELINE and not variant.name.startswith(f"{BASELINE} (")

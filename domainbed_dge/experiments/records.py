@@ -20,7 +20,7 @@ import sys
 from dataclasses import dataclass, field
 from typing import Callable
 
-from domainbed_dge.experiments.presets import TARGETS_HPARAM, VARIANT_HPARAM
+from domainbed_dge.experiments.presets import TARGETS_HPARAM, VARIANT_HPARAM, VIEWS_AS_DOMAINS
 from domainbed_dge.plugin.hparams import is_number
 from domainbed_dge.plugin.methods import BY_NAME
 
@@ -112,9 +112,14 @@ def check_record(record) -> int:
     return num_environments
 
 
-def label_of(algorithm: str) -> str:
-    """The row label of an unlabelled run of ``algorithm``."""
-    return BY_NAME[algorithm].label if algorithm in BY_NAME else algorithm
+def label_of(algorithm: str, hparams: dict | None = None) -> str:
+    """The row label of an unlabelled run of ``algorithm`` with ``hparams``: the
+    method's label, or DomainBed's algorithm's name, followed by
+    :data:`VIEWS_AS_DOMAINS` when ``dge_num_views`` made the views its domains."""
+    if algorithm in BY_NAME:
+        return BY_NAME[algorithm].label
+    views = (hparams or {}).get("dge_num_views", 0)
+    return f"{algorithm} {VIEWS_AS_DOMAINS}" if is_number(views) and views >= 2 else algorithm
 
 
 def results_files(input_dir: str) -> list[str]:
@@ -162,7 +167,8 @@ def load_runs(input_dir: str, warn: Callable[[str], None] = warn_to_stderr, max_
                 if len(sources) != 1:
                     loaded.other_records += 1
                     continue
-                method = record.get("hparams", {}).get(VARIANT_HPARAM) or label_of(args["algorithm"])
+                hparams = record.get("hparams", {})
+                method = hparams.get(VARIANT_HPARAM) or label_of(args["algorithm"], hparams)
                 targets = record.get("hparams", {}).get(TARGETS_HPARAM)
                 targets = None if targets is None else tuple(targets)
                 key = (path, args["dataset"], method, args["algorithm"], min(sources), num_environments,

@@ -1,14 +1,16 @@
 """The timing harness behind ``python -m domainbed_dge.benchmark``: per-step time and peak
 memory of DGE, its peers and ERM, and of ``equilibrate`` alone, from plain settings.
 
-Every method is the real DomainBed algorithm class (``ERM`` from DomainBed; the
-entries of ``plugin.methods`` from ``domainbed_dge.plugin.algorithms``;
+Every method is the real DomainBed algorithm class (``ERM`` from DomainBed; every
+entry of the registry ``plugin.methods``, from ``domainbed_dge.plugin.algorithms``, so
+that a new entry is timed without a change here; and the :data:`VARIANTS`, among them
 :class:`LoopDGE`, DGE with the per-parameter reference of ``core.reference``) built
 with DomainBed's default PACS hyperparameters. All of them get the same K minibatches
-of B images, standing for the K views of one source batch: ERM concatenates them into
-one forward and backward pass, the gradient engines take one pass per view (domains
-given explicitly, so no augmentation is timed inside a step; the RandAugment cost of
-making K views is timed on its own).
+of B images, standing for the K views of one source batch, as K training
+environments: ERM, and every registry method whose engine is not the gradient engine,
+concatenates them into one batch of K·B images; the gradient engines take one pass
+per view (domains given explicitly, so no augmentation is timed inside a step; the
+RandAugment cost of making K views is timed on its own).
 
 DomainBed's ResNet featurizer asks torchvision for ImageNet weights, which cannot be
 downloaded here; while the algorithms are constructed, ``torchvision.models.resnet18``
@@ -47,14 +49,17 @@ import torch
 import torch.nn.functional as F
 
 from domainbed_dge.core.equilibrium import equilibrate, equilibrium_mixing
-from domainbed_dge.core.gram import GradientGram, gram_statistics
+from domainbed_dge.core.gram import GradientGram, chunked_gram_statistics, gram_statistics
 from domainbed_dge.core.reference import reference_equilibrate
 from domainbed_dge.plugin.algorithms import DGE
 from domainbed_dge.plugin.views import view_maker_for
 from domainbed_dge.plugin.methods import METHODS as REGISTERED, equilibrium_options, suggestion
 
-ENGINE_METHODS = tuple(method.name for method in REGISTERED)
-METHODS = ("ERM", *ENGINE_METHODS, "LoopDGE")
+REGISTRY_METHODS = tuple(method.name for method in REGISTERED)
+ENGINES = {method.name: method.engine for method in REGISTERED}
+#: Timed by default: ERM, every registry entry, and the naive reference (:data:`VARIANTS`
+#: holds the variants that can be asked for besides).
+METHODS = ("ERM", *REGISTRY_METHODS, "LoopDGE")
 #: The dataset whose default hyperparameters (and number of classes) are used.
 DATASET = "PACS"
 NUM_CLASSES = 7
@@ -86,12 +91,28 @@ class Settings:
         if self.params is not None and self.params < 1:
             raise ValueError(f"params = {self.params} is not allowed; allowed: an integer >= 1, or unset for the "
                              "model's parameter count")
-        unknown = [method for method in self.methods if method not in METHODS]
+        unknown = [method for method in self.methods if method not in ALLOWED]
         if unknown:
-            raise ValueError(f"unknown method(s) {', '.join(unknown)}{suggestion(unknown[0], METHODS)} "
-                             f"Allowed: {', '.join(METHODS)}")
+            raise ValueError(f"unknown method(s) {', '.join(unknown)}{suggestion(unknown[0], ALLOWED)} "
+                             f"Allowed: {', '.join(ALLOWED)}")
         if "ERM" not in self.methods:
             object.__setattr__(self, "methods", ("ERM", *self.methods))  # every ratio is against ERM
+
+
+class AutogradRowsDGE(DGE):
+    """DGE whose passes take each domain's gradient with ``torch.autograd.grad`` and
+    write it into its row of G with one ``torch.cat``, instead of accumulating it
+    parameter by parameter into ``.grad`` views of the row: about 480 fewer kernels in a
+    ResNet-50 step (``../shared/PERFORMANCE.md`` section 3b), the same numbers. Slower
+    on the CPU (ibid., 3c), so a benchmark variant until a GPU measures it."""
+
+    def _backward_passes(self, domains) -> None:
+        gradients = self._gradients
+        for row, (x, y) in enumerate(domains):
+            loss = F.cross_entropy(self.predict(x), y)
+            gradients.losses[row].copy_(loss.detach())
+            pieces = torch.autograd.grad(loss, self.trainable)
+            torch.cat([piece.reshape(-1) for piece in pieces], out=gradients.matrix[row])
 
 
 class LoopDGE(DGE):
@@ -120,6 +141,38 @@ class LoopDGE(DGE):
         return results
 
 
+@dataclasses.dataclass(frozen=True)
+class Variant:
+    """A method timed beside the registry's: ``base``'s default hyperparameters with
+    ``hparams`` on top, built as ``cls`` (``base``'s registered class when None)."""
+
+    base: str
+    summary: str
+    cls: type | None = None
+    hparams: dict = dataclasses.field(default_factory=dict)
+
+
+VARIANTS = {
+    "LoopDGE": Variant("DGE", "DGE with per-parameter loops (the naive reference)", LoopDGE),
+    "DGE-graphs": Variant("DGE", "DGE with dge_cuda_graphs on (the K passes replayed from one captured graph)",
+                          hparams={"dge_cuda_graphs": True}),
+    "GradAvg-graphs": Variant("GradAvg", "GradAvg with dge_cuda_graphs on", hparams={"dge_cuda_graphs": True}),
+    "DGE-autograd": Variant("DGE", "DGE whose rows are written by autograd.grad and one torch.cat",
+                            AutogradRowsDGE),
+    "DGE-autograd-graphs": Variant("DGE", "DGE-autograd with dge_cuda_graphs on", AutogradRowsDGE,
+                                   {"dge_cuda_graphs": True}),
+}
+ALLOWED = (*METHODS, *(name for name in VARIANTS if name not in METHODS))
+
+
+def engine_of(method: str) -> str:
+    """How ``method`` trains: its registry engine, ``DomainBed`` for ERM, or the
+    variant's base's engine."""
+    if method in VARIANTS:
+        return ENGINES[VARIANTS[method].base]
+    return ENGINES.get(method, "DomainBed")
+
+
 # --- Building the algorithms -------------------------------------------------------
 
 
@@ -140,10 +193,13 @@ def random_init_resnets() -> Iterator[None]:
 
 
 def hparams_for(method: str, model: str) -> dict:
-    """DomainBed's default PACS hyperparameters, with the torchvision ResNet asked for."""
+    """DomainBed's default PACS hyperparameters (a variant's: its base's, with its
+    own on top), with the torchvision ResNet asked for."""
     from domainbed import hparams_registry
 
-    hparams = hparams_registry.default_hparams("DGE" if method == "LoopDGE" else method, DATASET)
+    variant = VARIANTS.get(method)
+    hparams = hparams_registry.default_hparams(variant.base if variant else method, DATASET)
+    hparams.update(variant.hparams if variant else {})
     hparams.update(resnet18=model == "resnet18", resnet50_augmix=False)
     return hparams
 
@@ -151,8 +207,9 @@ def hparams_for(method: str, model: str) -> dict:
 def algorithm_class(method: str):
     from domainbed import algorithms
 
-    if method == "LoopDGE":
-        return LoopDGE
+    variant = VARIANTS.get(method)
+    if variant is not None:
+        return variant.cls or algorithms.get_algorithm_class(variant.base)
     return algorithms.get_algorithm_class(method)
 
 
@@ -177,7 +234,9 @@ def bf16_forward(network: torch.nn.Module, device: str) -> Callable[[torch.Tenso
     (the loss, backward pass, gradient matrix and optimizer stay outside autocast)."""
 
     def predict(x: torch.Tensor) -> torch.Tensor:
-        with torch.autocast(device_type=device, dtype=torch.bfloat16):
+        # No cast cache: it is what PyTorch's notes ask of autocast inside a captured CUDA
+        # graph, and each weight is cast once per forward pass anyway.
+        with torch.autocast(device_type=device, dtype=torch.bfloat16, cache_enabled=False):
             logits = network(x)
         return logits.float()
 
@@ -271,7 +330,8 @@ def memory_and_syncs(method: str, batches, settings: Settings) -> dict:
 def measure_methods(batches, settings: Settings) -> dict:
     """Per-step times of every method's ``update`` on ``batches``, interleaved; on
     CUDA, first each method's memory and synchronisations, measured alone."""
-    results = {method: {"peak_memory_bytes": None, "syncs_per_step": None} for method in settings.methods}
+    results = {method: {"engine": engine_of(method), "peak_memory_bytes": None, "syncs_per_step": None}
+               for method in settings.methods}
     if settings.device == "cuda":
         for method in settings.methods:
             results[method].update(memory_and_syncs(method, batches, settings))
@@ -307,6 +367,9 @@ def layout(sizes: list[int], total: int) -> list[int]:
 def measure_equilibrate(sizes: list[int], settings: Settings) -> dict:
     """``equilibrate`` on a random K x P float32 matrix, its parts, the per-parameter
     reference on the same matrix, and its memory traffic against a copy's bandwidth.
+    The Gram pass is timed twice: as ``gram_statistics`` runs it on the device (the
+    compiled fused pass on CUDA) and as the eager chunked pass (the CPU's, and CUDA's
+    before the fused pass).
 
     Bytes moved, counting compulsory traffic only: the Gram pass reads G (K P 4 bytes)
     and the combine ``M @ G`` reads G and writes the directions (2 K P 4 bytes), so
@@ -328,6 +391,7 @@ def measure_equilibrate(sizes: list[int], settings: Settings) -> dict:
     parts = {
         "equilibrate": lambda: equilibrate(G, weights, **options),
         "gram_statistics": lambda: gram_statistics(G),
+        "gram_statistics_eager": lambda: chunked_gram_statistics(G),
         "host_mixing": lambda: equilibrium_mixing(gram, host_weights, **options),
         "combine": lambda: mixing @ G,
         "loop_reference": lambda: reference_equilibrate(pieces, [1.0] * K, **options),

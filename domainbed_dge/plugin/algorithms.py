@@ -22,13 +22,18 @@ except ImportError as error:
     ) from error
 
 from domainbed_dge.core.combiners import Plan, direction_norm_ratio
+from domainbed_dge.core.cuda_graphs import CapturedPasses, cuda_graphs_apply
 from domainbed_dge.core.gradients import GradientMatrix
 from domainbed_dge.core.gram import GradientGram, gram_statistics
 from domainbed_dge.plugin import methods
 from domainbed_dge.plugin.checks import check_hparams
+from domainbed_dge.plugin.host_algorithms import hosted
 from domainbed_dge.plugin.hparams import HParamError
+from domainbed_dge.plugin.mixstyle import MixStyleEngine
 from domainbed_dge.plugin.optimizers import make_optimizer
-from domainbed_dge.plugin.views import view_maker_for
+from domainbed_dge.plugin.random_convolutions import RandomConvolutionObjective
+from domainbed_dge.plugin.sharpness import SharpnessAware
+from domainbed_dge.plugin.views import keep_fixed_view_seeds, view_maker_for
 
 
 class GradientEngine(host.Algorithm):
@@ -37,7 +42,9 @@ class GradientEngine(host.Algorithm):
     Domains: with one training environment (SDG), ``dge_num_views`` views of its
     minibatch; with several (MDG), the environments' minibatches. Each domain gets
     one forward and backward pass into a row of the K x P gradient matrix; the
-    combiner turns the matrix into the applied direction(s). The combiner's state
+    combiner turns the matrix into the applied direction(s). On CUDA the K passes are
+    replayed from one captured CUDA graph unless ``dge_cuda_graphs`` is false
+    (``core.cuda_graphs``: same kernels, same numbers). The combiner's state
     (DGE's ``equilibrium_weights``) lives in buffers, so that ``state_dict()`` and
     ``.to()`` carry it. A step whose losses or gradients are not finite is skipped
     and counted in ``skipped_nonfinite``.
@@ -66,23 +73,14 @@ class GradientEngine(host.Algorithm):
         self.view_maker = (view_maker_for(hparams, input_shape[0], run_seed=torch.initial_seed())
                            if self.single_source else None)
         if self.single_source and hparams["dge_view_sampling"] == "fixed":
-            self._keep_fixed_view_seeds()
+            keep_fixed_view_seeds(self)
         self.combiner = self.method.build(hparams)
         self.state_names = []
         for name, value in self.combiner.initial_state(self.num_gradient_domains).items():
             self.register_buffer(name, value)
             self.state_names.append(name)
         self._gradients: GradientMatrix | None = None
-
-    def _keep_fixed_view_seeds(self) -> None:
-        """``fixed`` views: the seeds are a buffer, so checkpoints carry them and a
-        resumed run replays the same K views; the view maker keeps a host copy."""
-        self.register_buffer("fixed_view_seeds", torch.tensor(self.view_maker.seeds, dtype=torch.int64))
-
-        def reload_seeds(module, incompatible_keys):
-            module.view_maker.seeds = module.fixed_view_seeds.tolist()
-
-        self.register_load_state_dict_post_hook(reload_seeds)
+        self._captured = CapturedPasses() if hparams["dge_cuda_graphs"] else None
 
     def combiner_state(self) -> dict[str, torch.Tensor]:
         """The combiner's state: this module's buffers of those names."""
@@ -101,14 +99,14 @@ class GradientEngine(host.Algorithm):
 
     def update(self, minibatches, unlabeled=None):
         gradients = self._gradient_matrix()
-        losses = []
-        for row, (x, y) in enumerate(self.domains(minibatches)):
-            loss = F.cross_entropy(self.predict(x), y)
-            gradients.backward_into_row(row, loss)
-            losses.append(loss.detach())
+        domains = self.domains(minibatches)
+        if cuda_graphs_apply(self._captured is not None, gradients.matrix.device):
+            self._captured(self._backward_passes, domains, key=self._capture_key(gradients))
+        else:
+            self._backward_passes(domains)
         prepared = self.combiner.prepare(gradients.matrix)
         statistics, state, fetched = _to_host(
-            {"gram": gram_statistics(gradients.matrix), "losses": torch.stack(losses)},
+            {"gram": gram_statistics(gradients.matrix), "losses": gradients.losses},
             self.combiner_state(),
             prepared.fetch,
         )
@@ -124,6 +122,18 @@ class GradientEngine(host.Algorithm):
         results["direction_norm_ratio"] = direction_norm_ratio(plan, gram)
         results.update(plan.diagnostics)
         return results
+
+    def _backward_passes(self, domains) -> None:
+        """One forward and backward pass per domain, into G's rows and losses (what
+        ``dge_cuda_graphs`` captures and replays on CUDA)."""
+        for row, (x, y) in enumerate(domains):
+            self._gradients.backward_into_row(row, F.cross_entropy(self.predict(x), y))
+
+    def _capture_key(self, gradients: GradientMatrix) -> tuple:
+        """The storage the passes touch, and the modules' modes: a captured graph is
+        replayed only while these stay the same (``Module.to`` moves parameters)."""
+        tensors = [gradients.matrix, gradients.losses, *self.network.parameters(), *self.network.buffers()]
+        return tuple(t.data_ptr() for t in tensors), tuple(m.training for m in self.network.modules())
 
     def _take_steps(self, plan: Plan, gradients: GradientMatrix) -> None:
         # Host-to-device copies are non-blocking so that they add no synchronisation.
@@ -158,7 +168,8 @@ def _to_host(*groups: dict[str, torch.Tensor]) -> list[dict[str, torch.Tensor]]:
 
 
 #: The base class of each of ``methods.ENGINES``.
-ENGINE_BASES = {"gradients": GradientEngine}
+ENGINE_BASES = {"gradients": GradientEngine, "sharpness": SharpnessAware, "mixstyle": MixStyleEngine,
+                "random_convolution": RandomConvolutionObjective}
 
 
 def _algorithm_class(method: methods.Method) -> type:
@@ -172,8 +183,10 @@ del _method
 
 
 def register(module=host) -> None:
-    """Add this module's algorithms to DomainBed's list and namespace, and make an
-    unknown name's error list the registered ones with the nearest (idempotent)."""
+    """Add this module's algorithms to DomainBed's list and namespace, make
+    ``get_algorithm_class`` give DomainBed's own algorithms the plugin's keys
+    (``host_algorithms.hosted``), and make an unknown name's error list the registered
+    ones with the nearest (idempotent)."""
     for name in methods.NAMES:
         if not hasattr(module, name):
             setattr(module, name, globals()[name])
@@ -186,7 +199,7 @@ def register(module=host) -> None:
 def _suggesting(get_algorithm_class, registered: list[str]):
     def get_algorithm_class_or_suggest(algorithm_name):
         try:
-            return get_algorithm_class(algorithm_name)
+            return hosted(get_algorithm_class(algorithm_name))
         except NotImplementedError:
             raise NotImplementedError(
                 f"Algorithm not found: {algorithm_name}{methods.suggestion(algorithm_name, registered)} "

@@ -97,5 +97,29 @@ OPTIMIZER_HPARAMS = (
            lambda v: is_number(v) and 0 <= v < 1),
 )
 
-#: Views and optimiser: every method of the gradient engine has these (and ``num_views``).
-ENGINE_HPARAMS = VIEW_HPARAMS + OPTIMIZER_HPARAMS
+#: How the gradient engine runs its K per-domain passes (``core.cuda_graphs``): the same
+#: kernels either way, so the same numbers. Off by default until the CUDA tests have
+#: passed on a device (reports/performance.md).
+EXECUTION_HPARAMS = (
+    HParam("dge_cuda_graphs", fixed(False), None,
+           "true or false (on CUDA, replay the K per-domain passes from one captured CUDA graph; "
+           "no effect on the CPU)", lambda v: isinstance(v, bool)),
+)
+
+#: Views, optimiser and execution: every method of the gradient engine has these (and ``num_views``).
+ENGINE_HPARAMS = VIEW_HPARAMS + OPTIMIZER_HPARAMS + EXECUTION_HPARAMS
+
+#: ``dge_num_views`` of DomainBed's own algorithms: off unless asked for, and never drawn
+#: by a random search, so that their runs stay DomainBed's. One view would be one domain:
+#: the algorithm's cross-domain terms would vanish as they do on the source batch alone.
+HOST_NUM_VIEWS = HParam(
+    "dge_num_views", fixed(0), None,
+    "0 (off: DomainBed's algorithm as it is) or an integer >= 2 (that many augmented views of the source "
+    "batch as its domains, SDG only; 1 is refused: one view is one domain, where the algorithm's "
+    "cross-domain terms vanish as on the source batch alone)",
+    lambda v: is_int(v, 0) and v != 1,
+)
+
+#: What the plugin adds to every DomainBed algorithm: views as its domains, and the
+#: comparison's optimiser (``plugin.host_algorithms``).
+HOST_HPARAMS = (HOST_NUM_VIEWS, *VIEW_HPARAMS, *OPTIMIZER_HPARAMS)

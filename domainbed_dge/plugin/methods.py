@@ -13,6 +13,7 @@ engine's glue in ``plugin`` (when no engine fits yet) and one entry here.
 from __future__ import annotations
 
 import difflib
+import math
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable
 
@@ -27,12 +28,23 @@ from domainbed_dge.core.combiners import (
     PCGradCombiner,
 )
 from domainbed_dge.core.equilibrium import ADJUST_AGAINST
+from domainbed_dge.core.mixstyle import MIXES, MixStyle
 from domainbed_dge.core.peers import PCGRAD_ORDERS, PCGRAD_REDUCTIONS
+from domainbed_dge.core.random_convolutions import (
+    CONSISTENCY_VIEWS,
+    KERNEL_SIZES,
+    VARIANTS,
+    ProgressiveRandConv,
+    RandConv,
+)
+from domainbed_dge.core.sharpness import GSAMRule, SAGMRule
 from domainbed_dge.plugin.hparams import (
     ENGINE_HPARAMS,
+    HOST_HPARAMS,
     OPTIMIZER_HPARAMS,
     HParam,
     LABELS,
+    SMALL_IMAGES,
     HParamError,
     choice,
     fixed,
@@ -108,6 +120,105 @@ PCGRAD_HPARAMS = (
     choice("pcgrad_reduction", PCGRAD_REDUCTIONS, "sum or average the projected gradients"),
 )
 
+# GSAM: ResNets on ImageNet, rho_max 0.04, alpha 0.01 (Zhuang et al., ICLR 2022, Table 4);
+# rho_max is the constant rho under a constant learning rate. Random search: log-uniform
+# rho in [0.01, 0.1] and alpha in [0.001, 0.1] (the paper's ResNet settings inside).
+GSAM_HPARAMS = (
+    HParam("gsam_rho", fixed(0.04), lambda r: float(10 ** r.uniform(-2, -1)),
+           "a number >= 0 (radius of the perturbation rho g/|g|)", lambda v: is_number(v) and v >= 0),
+    HParam("gsam_alpha", fixed(0.01), lambda r: float(10 ** r.uniform(-3, -1)),
+           "a number in [0, 1] (weight of the surrogate-gap term -alpha g_perp; 0 is SAM)",
+           lambda v: is_number(v) and 0 <= v <= 1),
+)
+
+# SAGM: rho 0.05 (what the released code's constant scheduler runs), alpha 0.001
+# (Wang-pengfei/SAGM@69d4d9d2a390: hparams_registry.py:90-92, algorithms.py:138-139).
+# Random search: rho from the released draw {0.01, 0.02, 0.05, 0.1}; alpha log-uniform in
+# [1e-4, 1e-2] around the authors' tuned 5e-4 and 1e-3 (the released draw,
+# {0.01, ..., 0.1}, lies 10-100 times above them).
+SAGM_HPARAMS = (
+    HParam("sagm_rho", fixed(0.05), lambda r: float(r.choice([0.01, 0.02, 0.05, 0.1])),
+           "a number >= 0 (radius of the ascent step rho g/|g|)", lambda v: is_number(v) and v >= 0),
+    HParam("sagm_alpha", fixed(0.001), lambda r: float(10 ** r.uniform(-4, -2)),
+           "a number in [0, 1] (the perturbation's -alpha g, on the learning rate's scale)",
+           lambda v: is_number(v) and 0 <= v <= 1),
+)
+
+# MixStyle: p 0.5, alpha 0.1, eps 1e-6, random mixing (Dassl@c61a1b5 dassl/modeling/ops/mixstyle.py:60),
+# after ResNet layers 1-3 (the PACS setting, resnet18_ms_l123). Random search: p uniform in
+# [0.2, 0.8]; alpha uniform in [0.05, 0.5] (the released 0.1 and the README's earlier 0.3
+# inside); layers one of the lower-stage sets [1], [1, 2] (the OfficeHome setting), [1, 2, 3]
+# (the authors: bottom layers, never the last); eps, a numerical guard, and mix are not searched.
+MIXSTYLE_LAYER_SETS = ([1], [1, 2], [1, 2, 3])
+
+
+def is_stage_list(value: Any) -> bool:
+    """A non-empty list of distinct featurizer stage numbers among 1..4."""
+    return (isinstance(value, list) and bool(value) and all(is_int(v) and 1 <= v <= 4 for v in value)
+            and len(set(value)) == len(value))
+
+
+MIXSTYLE_HPARAMS = (
+    HParam("mixstyle_p", fixed(0.5), lambda r: float(r.uniform(0.2, 0.8)),
+           "a number in [0, 1] (probability that a MixStyle call mixes)", lambda v: is_number(v) and 0 <= v <= 1),
+    HParam("mixstyle_alpha", fixed(0.1), lambda r: float(r.uniform(0.05, 0.5)),
+           "a number > 0 (lam ~ Beta(alpha, alpha))", lambda v: is_number(v) and v > 0),
+    HParam("mixstyle_eps", fixed(1e-6), None,
+           "a number > 0 (added to the variance before the square root)", lambda v: is_number(v) and v > 0),
+    HParam("mixstyle_layers", lambda _: [1, 2, 3],
+           lambda r: list(MIXSTYLE_LAYER_SETS[r.randint(len(MIXSTYLE_LAYER_SETS))]),
+           "a non-empty list of distinct stage numbers among 1, 2, 3, 4 (the featurizer stages MixStyle follows)",
+           is_stage_list),
+    choice("mixstyle_mix", MIXES, "pair each sample with a random one, or the batch's halves as two domains"),
+)
+
+
+# RandConv: the released digits scripts (wildphoton/RandConv@861a2319dc28 exp_mnist10k.sh:12-16):
+# kernel sizes 1, 3, 5, 7; img with identity probability 0.5 and lambda 5 (mix: lambda 10;
+# code default 1). PACS settings were never released. Random search: kernel sizes one of the
+# lists [1, 3], [1, 3, 5], [1, 3, 5, 7] (growing multi-scale sets, as the paper's RC_1-k rows);
+# identity probability uniform in [0.2, 0.8]; lambda log-uniform in [1, 20] (1, 5 and 10 inside).
+RANDCONV_KERNEL_SETS = ([1, 3], [1, 3, 5], list(KERNEL_SIZES))
+
+
+def is_kernel_size_list(value: Any) -> bool:
+    """A non-empty list of distinct odd integers >= 1."""
+    return (isinstance(value, list) and bool(value) and all(is_int(v, 1) and v % 2 == 1 for v in value)
+            and len(set(value)) == len(value))
+
+
+RANDCONV_HPARAMS = (
+    choice("randconv_variant", VARIANTS, "keep the image with probability identity_prob or convolve it; "
+           "or a conv(x) + (1 - a) x with a ~ U(0, 1)"),
+    HParam("randconv_kernel_sizes", lambda _: list(KERNEL_SIZES),
+           lambda r: list(RANDCONV_KERNEL_SETS[r.randint(len(RANDCONV_KERNEL_SETS))]),
+           "a non-empty list of distinct odd integers >= 1 (kernel sizes drawn uniformly per batch)",
+           is_kernel_size_list),
+    HParam("randconv_identity_prob", fixed(0.5), lambda r: float(r.uniform(0.2, 0.8)),
+           "a number in [0, 1] (probability that the img variant keeps the image)",
+           lambda v: is_number(v) and 0 <= v <= 1),
+    HParam("randconv_consistency_weight", fixed(5.0), lambda r: float(10 ** r.uniform(0, math.log10(20))),
+           "a number >= 0 (lambda of the consistency loss; 0 turns it off)", lambda v: is_number(v) and v >= 0),
+    choice("randconv_consistency_views", CONSISTENCY_VIEWS,
+           "the extra views convolve the first view again, as the released scripts, or the clean image"),
+)
+
+# Pro-RandConv: no official code; L_max 10, b_Delta 0.2 for 32 x 32 digits and 0.5 for 224 x 224
+# PACS, gamma and beta std 0.5, as third-party re-implementations give the paper's Sec. 3 and
+# implementation details (unverified; README: "Pro-RandConv: where each constant comes from").
+# Default b_Delta: 0.2 for DomainBed's 28 x 28 datasets, 0.5 otherwise. Random search: L_max
+# an integer in [5, 15], b_Delta uniform in [0.1, 0.6], the affine std uniform in [0.25, 0.75].
+PRORANDCONV_HPARAMS = (
+    HParam("prorandconv_max_repeats", fixed(10), lambda r: int(r.randint(5, 16)),
+           "an integer >= 1 (L_max: the block is applied L ~ U{1..L_max} times)", lambda v: is_int(v, 1)),
+    HParam("prorandconv_offset_std", lambda dataset: 0.2 if dataset in SMALL_IMAGES else 0.5,
+           lambda r: float(r.uniform(0.1, 0.6)),
+           "a number >= 0.0001 (b_Delta: the offsets' std is drawn from U(1e-4, b_Delta))",
+           lambda v: is_number(v) and v >= 1e-4),
+    HParam("prorandconv_affine_std", fixed(0.5), lambda r: float(r.uniform(0.25, 0.75)),
+           "a number >= 0 (std of the random affine's gamma and beta)", lambda v: is_number(v) and v >= 0),
+)
+
 METHODS = (
     Method(
         "DGE", "DGE",
@@ -141,9 +252,60 @@ METHODS = (
         lambda h: PCGradCombiner(h["pcgrad_order"], h["pcgrad_reduction"]),
         PCGRAD_HPARAMS,
     ),
+    Method(
+        "GSAM", "GSAM",
+        "GSAM (Zhuang et al., ICLR 2022): ERM's loss on the concatenated batch; the gradient g_p at the "
+        "perturbed weights w + rho g/|g| on the same batch, and a step along g_p - alpha g_perp, g_perp being "
+        "g's component orthogonal to g_p (alpha = 0: SAM). BatchNorm statistics are updated once per step.",
+        lambda h: GSAMRule(rho=h["gsam_rho"], alpha=h["gsam_alpha"]),
+        GSAM_HPARAMS,
+        engine="sharpness",
+    ),
+    Method(
+        "SAGM", "SAGM",
+        "SAGM (Wang et al., CVPR 2023), as its released code runs it: ERM's loss on the concatenated batch; "
+        "the gradient g_p at the perturbed weights w + rho g/|g| - alpha g on the same batch, and a step along "
+        "(g + g_p)/2. BatchNorm statistics are updated once per step.",
+        lambda h: SAGMRule(rho=h["sagm_rho"], alpha=h["sagm_alpha"]),
+        SAGM_HPARAMS,
+        engine="sharpness",
+    ),
+    Method(
+        "MixStyle", "MixStyle",
+        "MixStyle (Zhou et al., ICLR 2021): ERM's loss on the concatenated batch, with each sample's "
+        "per-channel feature mean and standard deviation mixed, with probability p per call, with those of "
+        "a random other sample (lam ~ Beta(alpha, alpha)) after the featurizer stages mixstyle_layers "
+        "(ResNet layer1-3 by default, the PACS setting). Identity in eval mode.",
+        lambda h: MixStyle(h["mixstyle_p"], h["mixstyle_alpha"], h["mixstyle_eps"], h["mixstyle_mix"]),
+        MIXSTYLE_HPARAMS,
+        engine="mixstyle",
+    ),
+    Method(
+        "RandConv", "RandConv",
+        "RandConv (Xu et al., ICLR 2021): ERM's loss on the concatenated batch convolved by one random "
+        "convolution per step (kernel size from randconv_kernel_sizes, He-normal weights, no bias), kept "
+        "unchanged with probability randconv_identity_prob (img) or blended with the image (mix), plus "
+        "randconv_consistency_weight times the KL consistency of three views' predictions.",
+        lambda h: RandConv(h["randconv_kernel_sizes"], h["randconv_variant"], h["randconv_identity_prob"],
+                           h["randconv_consistency_weight"], h["randconv_consistency_views"]),
+        RANDCONV_HPARAMS,
+        engine="random_convolution",
+    ),
+    Method(
+        "ProRandConv", "Pro-RandConv",
+        "Pro-RandConv (Choi et al., CVPR 2023): ERM's loss on the concatenated batch passed L ~ U{1..L_max} "
+        "times through one random block per step: a deformable 3 x 3 convolution with Gaussian-smoothed "
+        "He-normal weights and random offsets, per-channel standardisation, a random affine, tanh.",
+        lambda h: ProgressiveRandConv(h["prorandconv_max_repeats"], h["prorandconv_offset_std"],
+                                      h["prorandconv_affine_std"]),
+        PRORANDCONV_HPARAMS,
+        engine="random_convolution",
+    ),
 )
 NAMES = tuple(method.name for method in METHODS)
 BY_NAME = {method.name: method for method in METHODS}
+#: The prefix of the keys the plugin gives DomainBed's own algorithms (``HOST_HPARAMS``).
+HOST_PREFIX = "dge_"
 
 
 def suggestion(name: str, known: Iterable[str]) -> str:
@@ -155,11 +317,12 @@ def suggestion(name: str, known: Iterable[str]) -> str:
 
 
 def hparams_of(algorithm: str) -> tuple[HParam, ...]:
-    """The plugin's hyperparameters of ``algorithm`` (none for DomainBed's own): the
-    views' and the optimiser's for the gradient engine, the optimiser's for the others,
-    then the method's own."""
+    """The plugin's hyperparameters of ``algorithm``: for its own methods the views'
+    and the optimiser's for the gradient engine, the optimiser's for the others, then
+    the method's own; for any other name (DomainBed's algorithms) ``HOST_HPARAMS``,
+    views as domains and the comparison's optimiser, off by default."""
     if algorithm not in BY_NAME:
-        return ()
+        return HOST_HPARAMS
     method = BY_NAME[algorithm]
     if method.engine == "gradients":
         return (num_views(method.min_domains), *ENGINE_HPARAMS, *method.hparams)
@@ -169,9 +332,9 @@ def hparams_of(algorithm: str) -> tuple[HParam, ...]:
 def define(
     algorithm: str, dataset: str, random_state_for: Callable[[str], np.random.RandomState]
 ) -> dict[str, tuple[Any, Any]]:
-    """``{name: (default, random draw)}`` for ``algorithm`` on ``dataset`` (empty for
-    algorithms that are not this plugin's). ``random_state_for(name)`` gives each name
-    its own seeded RandomState, as DomainBed's registry does."""
+    """``{name: (default, random draw)}`` for ``algorithm`` on ``dataset`` (see
+    :func:`hparams_of`). ``random_state_for(name)`` gives each name its own seeded
+    RandomState, as DomainBed's registry does."""
     entries = {}
     for h in hparams_of(algorithm):
         default = h.default(dataset)
@@ -184,11 +347,16 @@ def validate(algorithm: str, hparams: dict[str, Any], known: Iterable[str] | Non
     """Raise :class:`HParamError` naming the first key that is unknown (when ``known``,
     the names DomainBed's registry defines for ``algorithm``, is given; the labels of
     ``hparams.LABELS`` are always known), or whose value is missing or not allowed,
-    with the value and what is allowed."""
+    with the value and what is allowed.
+
+    DomainBed's own algorithms keep DomainBed's rules for DomainBed's keys: an unknown
+    key is ignored unless it has the plugin's prefix ``dge_``, and a missing plugin key
+    takes its default (off)."""
+    host = algorithm not in BY_NAME
     if known is not None:
         allowed = set(known) | set(LABELS)
         for name in hparams:
-            if name not in allowed:
+            if name not in allowed and not (host and not name.startswith(HOST_PREFIX)):
                 raise HParamError(f"{algorithm}: hyperparameter {name!r} is not one of {algorithm}'s"
                                   f"{suggestion(name, allowed)} Known: {', '.join(sorted(allowed))}")
     variant, targets = (hparams.get(name) for name in LABELS)
@@ -199,6 +367,8 @@ def validate(algorithm: str, hparams: dict[str, Any], known: Iterable[str] | Non
         raise HParamError(f"{algorithm}: hyperparameter {LABELS[1]!r} = {targets!r} is not allowed; "
                           "allowed: a non-empty list of target environment indices (integers >= 0)")
     for h in hparams_of(algorithm):
+        if h.name not in hparams and host:
+            continue
         if h.name not in hparams:
             raise HParamError(f"{algorithm}: hyperparameter {h.name!r} is missing; allowed: {h.allowed}")
         value = hparams[h.name]

@@ -17,3 +17,12 @@ def make_optimizer(parameters, hparams: dict) -> torch.optim.Optimizer:
             parameters, lr=hparams["lr"], momentum=hparams["dge_momentum"], weight_decay=hparams["weight_decay"]
         )
     return torch.optim.Adam(parameters, lr=hparams["lr"], weight_decay=hparams["weight_decay"])
+
+
+def sgd_like(optimizer: torch.optim.Optimizer, momentum: float) -> torch.optim.SGD:
+    """SGD with ``momentum`` over ``optimizer``'s parameter groups, each keeping its
+    ``lr`` and ``weight_decay``: how an optimiser a DomainBed algorithm builds (Adam)
+    becomes the comparison's SGD. Fresh state, as a newly built optimiser has."""
+    groups = [{"params": group["params"], "lr": group["lr"], "weight_decay": group.get("weight_decay", 0.0)}
+              for group in optimizer.param_groups]
+    return torch.optim.SGD(groups, lr=groups[0]["lr"], momentum=momentum)

@@ -25,7 +25,9 @@ def register_algorithms(module) -> None:
 
 def register_hparams(module) -> None:
     """``domainbed.hparams_registry``: wrap ``_hparams`` so that our algorithms get their
-    entries, each name drawn from its own seeded RandomState as DomainBed's are."""
+    entries, and DomainBed's the plugin's keys (views as domains and the optimiser, off
+    by default and never switched on by a random draw, see ``methods.hparams_of``), each
+    name drawn from its own seeded RandomState as DomainBed's are."""
     if getattr(module._hparams, "__wrapped_by_domainbed_dge__", False):
         return
     import numpy as np
@@ -53,9 +55,13 @@ def register_launchers(module) -> None:
     importlib.import_module("domainbed_dge.plugin.launchers").register(module)
 
 
-def remember_environments(module) -> None:
-    """``domainbed.datasets``: remember which environment each split comes from."""
+def patch_datasets(module) -> None:
+    """``domainbed.datasets``: remember which environment each split comes from,
+    refuse a data folder without MNIST before torchvision tries to download it, and
+    start as many loader processes as ``DGE_DATA_WORKERS`` says."""
     importlib.import_module("domainbed_dge.plugin.loader_guard").remember_environments(module)
+    importlib.import_module("domainbed_dge.plugin.data_guard").guard_mnist(module)
+    importlib.import_module("domainbed_dge.plugin.data_workers").set_data_workers(module)
 
 
 def guard_infinite_loader(module) -> None:
@@ -68,6 +74,6 @@ PATCHES = {
     "domainbed.algorithms": register_algorithms,
     "domainbed.hparams_registry": register_hparams,
     "domainbed.command_launchers": register_launchers,
-    "domainbed.datasets": remember_environments,
+    "domainbed.datasets": patch_datasets,
     "domainbed.lib.fast_data_loader": guard_infinite_loader,
 }

@@ -60,6 +60,18 @@ def fixed_view_seeds(run_seed: int, count: int) -> list[int]:
     return torch.randint(0, 2**62, (count,), generator=generator, device="cpu").tolist()
 
 
+def keep_fixed_view_seeds(module: torch.nn.Module) -> None:
+    """``fixed`` views of ``module.view_maker``: the seeds become the buffer
+    ``fixed_view_seeds``, so that checkpoints carry them and a resumed run replays the
+    same K views; the view maker keeps a host copy, reloaded with the state."""
+    module.register_buffer("fixed_view_seeds", torch.tensor(module.view_maker.seeds, dtype=torch.int64))
+
+    def reload_seeds(module, incompatible_keys):
+        module.view_maker.seeds = module.fixed_view_seeds.tolist()
+
+    module.register_load_state_dict_post_hook(reload_seeds)
+
+
 def view_maker_for(hparams: dict, channels: int, run_seed: int) -> "ViewMaker":
     """The view maker the ``dge_*`` view hyperparameters describe; ``fixed`` views are
     seeded from ``run_seed`` (train.py's ``--seed``, see :func:`fixed_view_seeds`)."""

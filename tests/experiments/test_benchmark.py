@@ -103,6 +103,28 @@ def test_loop_reference_tracks_the_engine_after_module_to():
         assert_same_state(engine, reference, 1e-9)
 
 
+@pytest.mark.domainbed
+@pytest.mark.parametrize("num_domains", [3, 1], ids=["mdg", "sdg"])
+def test_autograd_rows_variant_gives_the_engine_update(num_domains):
+    from domainbed import algorithms
+
+    from domainbed_dge.experiments.timing import AutogradRowsDGE
+
+    engine = make("DGE", num_domains)
+    torch.manual_seed(0)
+    variant = AutogradRowsDGE(INPUT_SHAPE, NUM_CLASSES, num_domains, engine.hparams)
+    assert isinstance(variant, algorithms.get_algorithm_class("DGE"))
+    for seed in range(2):
+        batches = correlated_minibatches(seed, num_domains)
+        torch.manual_seed(100 + seed)
+        engine_results = engine.update(batches)
+        torch.manual_seed(100 + seed)
+        assert variant.update(batches) == engine_results
+        assert torch.equal(variant._gradients.matrix, engine._gradients.matrix)
+        assert torch.equal(variant._gradients.losses, engine._gradients.losses)
+        assert_same_state(engine, variant, 0)
+
+
 def test_layout_repeats_and_cuts_the_parameter_sizes():
     from domainbed_dge.experiments.timing import layout
 
@@ -129,6 +151,7 @@ def test_bad_settings_are_refused_naming_the_value_and_what_is_allowed(setting, 
 @pytest.mark.domainbed
 def test_benchmark_smoke_run_reports_every_method(tmp_path, monkeypatch):
     from domainbed_dge.experiments.timing import METHODS
+    from domainbed_dge.plugin import methods as registry
 
     output = tmp_path / "benchmark.json"
     # One thread: the run is tiny, and spinning thread pools make a shared CPU crawl.
@@ -141,6 +164,8 @@ def test_benchmark_smoke_run_reports_every_method(tmp_path, monkeypatch):
     )
     report = json.loads(output.read_text())
     assert set(report["methods"]) == set(METHODS)
+    for method in registry.METHODS:  # every entry, whatever its engine, on the same K B images as ERM
+        assert report["methods"][method.name]["engine"] == method.engine
     timed = [*report["methods"].values(), report["views"], *report["equilibrate"]["parts"].values()]
     for entry in timed:
         assert len(entry["times_ms"]) == 2
@@ -149,3 +174,48 @@ def test_benchmark_smoke_run_reports_every_method(tmp_path, monkeypatch):
     assert report["methods"]["DGE"]["peak_memory_bytes"] is None  # not measured on the CPU
     assert report["equilibrate"]["P"] == 4096 and report["equilibrate"]["bytes_moved"] == 3 * 2 * 4096 * 4
     assert "| DGE |" in result.stdout and "equilibrate" in result.stdout
+
+
+@pytest.mark.domainbed
+def test_variants_are_timed_when_asked_for(tmp_path, monkeypatch):
+    output = tmp_path / "variants.json"
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    run_module(
+        "domainbed_dge.benchmark",
+        "--device", "cpu", "--model", "resnet18", "--image-size", "16", "--batch", "2", "--views", "2",
+        "--warmup", "0", "--steps", "1", "--params", "64", "--json", str(output),
+        "--methods", "DGE-graphs", "DGE-autograd-graphs", "GradAvg-graphs",
+        cwd=tmp_path,
+    )
+    report = json.loads(output.read_text())
+    assert list(report["methods"]) == ["ERM", "DGE-graphs", "DGE-autograd-graphs", "GradAvg-graphs"]
+    assert {r["engine"] for name, r in report["methods"].items() if name != "ERM"} == {"gradients"}
+    assert report["methods"]["ERM"]["engine"] == "DomainBed"
+    parts = report["equilibrate"]["parts"]
+    assert parts["gram_statistics_eager"]["median_ms"] > 0 and parts["gram_statistics"]["median_ms"] > 0
+
+
+@pytest.mark.domainbed
+def test_profile_writes_the_summary_of_one_erm_and_one_gradavg_step(tmp_path, monkeypatch):
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    result = run_module(
+        "domainbed_dge.benchmark",
+        "--device", "cpu", "--model", "resnet18", "--image-size", "16", "--batch", "2", "--views", "3",
+        "--warmup", "1", "--profile", str(tmp_path / "profile"),
+        cwd=tmp_path,
+    )
+    report = json.loads((tmp_path / "profile" / "profile.json").read_text())
+    assert report["command"].endswith(f"--profile {tmp_path / 'profile'}")
+    methods = report["methods"]
+    assert list(methods) == ["ERM", "GradAvg"]
+    assert (methods["ERM"]["passes"], methods["GradAvg"]["passes"]) == (1, 3)
+    for r in methods.values():
+        assert r["wall_ms"] > 0 and 0 < r["host_ops_ms"] and r["host_ops"] > 0
+        assert 0 < r["host_ms_per_pass"] * r["passes"] <= r["wall_ms"]
+        assert (r["device_busy_ms"], r["device_kernels"], r["top_device_kernels"]) == (0, 0, [])  # the CPU
+        assert r["top_host_ops"] and all(op["name"] != "forward-backward passes" for op in r["top_host_ops"])
+    # Three passes of two images dispatch more operators than one pass of six.
+    assert methods["GradAvg"]["host_ops"] > methods["ERM"]["host_ops"]
+    markdown = (tmp_path / "profile" / "profile.md").read_text()
+    assert "| ERM | DomainBed |" in markdown and "| GradAvg | gradients |" in markdown
+    assert markdown in result.stdout

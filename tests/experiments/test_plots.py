@@ -105,6 +105,44 @@ def test_diagnostics_show_each_weight_and_each_logged_diagnostic(sweep):
     assert drawing.diagnostics(dataset_results(sweep, "OtherShift"), 0) is None
 
 
+def test_each_weight_has_its_own_colour_and_each_method_its_own_line_style(sweep, tmp_path):
+    (weights_axes, *_) = drawing.diagnostics(dataset_results(sweep, "ToyShift"), 0).axes
+    assert len({line.get_color() for line in weights_axes.lines}) == 3
+    assert {line.get_linestyle() for line in weights_axes.lines} == {"-"}
+    for trial in (0, 1):  # a second method with weights: the same three colours, dashed
+        write_run(sweep, f"pcgrad_{trial}", [([.9, .5, .3], [.6, .5, .5])], source=0, trial_seed=trial,
+                  hparams_seed=0, algorithm="PCGrad", step_extras=[{f"dge_weight_{k}": .5 for k in range(3)}])
+    (weights_axes, *_) = drawing.diagnostics(dataset_results(sweep, "ToyShift"), 0).axes
+    styles = {line.get_label(): (line.get_color(), line.get_linestyle()) for line in weights_axes.lines}
+    for k in range(3):
+        assert styles[f"DGE w{k}"][0] == styles[f"PCGrad w{k}"][0]
+        assert (styles[f"DGE w{k}"][1], styles[f"PCGrad w{k}"][1]) == ("-", "--")
+
+
+def test_titles_say_how_many_trials_they_average(sweep):
+    toy, other = dataset_results(sweep, "ToyShift"), dataset_results(sweep, "OtherShift")
+    assert drawing.accuracy_bars(toy).axes[0].get_title().endswith("(source validation selection, mean and std over "
+                                                                   "1-2 trials)")
+    assert drawing.training_curves(toy, 0).get_suptitle().endswith("training curves (mean over 1-2 trials)")
+    assert drawing.diagnostics(toy, 0).get_suptitle().endswith("diagnostics (mean over 1-2 trials)")
+    assert drawing.accuracy_bars(other).axes[0].get_title().endswith("(source validation selection, one trial)")
+    assert drawing.training_curves(other, 0).get_suptitle().endswith("training curves (one trial)")
+    assert drawing.over_trials([3, 3, 0]) == "mean over 3 trials"
+
+
+def test_one_source_gets_one_bar_per_method_and_the_legend_stays_off_the_axes(sweep):
+    figure = drawing.accuracy_bars(dataset_results(sweep, "OtherShift"))
+    (axes,) = figure.axes
+    assert [label.get_text() for label in axes.get_xticklabels()] == ["env0"]
+    (bars,) = [container for container in axes.containers if hasattr(container, "patches")]
+    assert len(bars.patches) == 1
+    assert [segment.tolist() for segment in bars.errorbar.lines[2][0].get_segments()] == [[]]  # no std of one trial
+    figure.canvas.draw()
+    (legend,) = figure.legends
+    assert [text.get_text() for text in legend.get_texts()] == ["ERM"]
+    assert not legend.get_window_extent().overlaps(axes.get_window_extent())
+
+
 def test_finished_only_draws_no_figure_for_a_job_without_done(sweep, tmp_path):
     (sweep / "other" / "done").unlink()  # OtherShift's only job is still running
     figures = tmp_path / "figures"

@@ -33,9 +33,17 @@ def test_every_shipped_preset_is_a_fair_comparison(path):
     assert fairness_problems(load_preset(str(path))) == []
 
 
+REFERENCE = {"name": "ERM (DomainBed, Adam; reference)", "algorithm": "ERM",
+             "hparams": {"dge_optimizer": "adam", "dge_num_views": 0}}
+MIXUP_VIEWS = {"name": "Mixup (views as domains)", "algorithm": "Mixup", "hparams": {"dge_num_views": 3}}
+
+
 def test_a_fair_preset_has_no_problems():
-    assert fairness_problems(preset({"name": "DGE", "algorithm": "DGE"},
-                                    {"name": "ERM (DomainBed, Adam; reference)", "algorithm": "ERM"})) == []
+    assert fairness_problems(preset({"name": "DGE", "algorithm": "DGE"}, REFERENCE, MIXUP_VIEWS,
+                                    {"name": "Fish", "algorithm": "Fish"})) == []
+    assert fairness_problems(preset({"name": "Fish", "algorithm": "Fish"}, variants=[REFERENCE], modes=["mdg"])) == []
+    erm_baseline = {"name": "Baseline", "algorithm": "ERM"}
+    assert fairness_problems(preset(variants=[erm_baseline, CONTROL], modes=["mdg"])) == []
 
 
 @pytest.mark.parametrize(
@@ -47,7 +55,21 @@ def test_a_fair_preset_has_no_problems():
          "hparams do not set 'weight_decay'"),
         (preset({"name": "PCGrad", "algorithm": "PCGrad", "hparams": {"dge_optimizer": "adam"}}),
          "variant 'PCGrad' sets dge_optimizer = 'adam'"),
-        (preset({"name": "ERM", "algorithm": "ERM"}), "variant 'ERM' runs DomainBed's ERM with its own optimizer"),
+        (preset({**MIXUP_VIEWS, "hparams": {"dge_num_views": 3, "dge_optimizer": "adam"}}),
+         "variant 'Mixup (views as domains)' sets dge_optimizer = 'adam', not the shared 'sgd'"),
+        (preset({**REFERENCE, "hparams": {}}),
+         "variant 'ERM (DomainBed, Adam; reference)' is a reference row of DomainBed's ERM: it must run as DomainBed "
+         "does, dge_optimizer 'adam' and dge_num_views 0, has 'sgd' and 0"),
+        (preset({**MIXUP_VIEWS, "name": "Mixup"}),
+         "variant 'Mixup' has dge_num_views = 3: a row of DomainBed's Mixup says '(views as domains)' in its name"),
+        (preset({**MIXUP_VIEWS, "hparams": {}}),
+         "variant 'Mixup (views as domains)' has dge_num_views = 0: a row of DomainBed's Mixup says"),
+        (preset(variants=[MIXUP_VIEWS], modes=["mdg"]),
+         "variant 'Mixup (views as domains)' has dge_num_views = 3, which DomainBed's Mixup refuses in MDG"),
+        (preset(variants=[{"name": "Baseline", "algorithm": "ERM"}, CONTROL]),
+         "variant 'Baseline' must be GradAvg with dge_num_views 1"),
+        (preset(variants=[{"name": "Baseline", "algorithm": "ERM"}, CONTROL], modes=["sdg", "mdg"]),
+         "variant 'Baseline' must be GradAvg with dge_num_views 1"),
         (preset(variants=[{**BASELINE, "hparams": {"dge_num_views": 1}}, CONTROL]),
          "variant 'Baseline' must have dge_augment 'none'"),
         (preset({"name": "Baseline + rotation", "algorithm": "GradAvg", "hparams": {"dge_num_views": 3,

@@ -23,11 +23,11 @@ REPO = Path(__file__).resolve().parents[2]
 PRESETS = sorted((REPO / "sweeps").glob("*.json"))
 #: Jobs per preset: variants x (sources in SDG, or test environments in MDG) x trials.
 PRESET_JOBS = {
-    "sdg_pacs": 8 * 4 * 5, "sdg_vlcs": 8 * 4 * 5, "sdg_officehome": 8 * 4 * 5, "sdg_domainnet": 8 * 5 * 5,
-    "mdg": 7 * (4 + 4 + 4 + 6) * 5, "ablation_components": 3 * 3 * 4 * 5, "ablation_num_views": 3 * 4 * 5,
+    "sdg_pacs": 17 * 4 * 5, "sdg_vlcs": 17 * 4 * 5, "sdg_officehome": 17 * 4 * 5, "sdg_domainnet": 17 * 5 * 5,
+    "mdg": 17 * (4 + 4 + 4 + 6) * 5, "ablation_components": 3 * 3 * 4 * 5, "ablation_num_views": 3 * 4 * 5,
     "gradavg_vs_dge": 3 * 2 * 3 * 4 * 5, "ablation_augment": 9 * 4 * 5, "sensitivity_random_ops": 7 * 3 * 4 * 5,
     "sensitivity_alpha": 9 * 4 * 5, "rotated_mnist_offline": 8 * 6 * 3, "rotated_mnist_fair_lr": 4 * 2 * 1,
-    "rotated_mnist_fair": 13 * 2 * 3,
+    "rotated_mnist_fair": 26 * 2 * 3,
 }
 #: The fair comparison's first rows, run at 1,000 and at 3,000 steps; later rows joined
 #: the preset afterwards and run at 3,000 steps only.
@@ -226,6 +226,47 @@ def test_bad_presets_are_refused_naming_the_key(change, message):
     assert message in str(error.value)
 
 
+def test_launch_checks_the_plugins_keys_on_domainbeds_algorithms():
+    from domainbed_dge.sweep import check_hparams
+
+    def first_refusal(*argv):
+        return check_hparams(resolve("--datasets", "RotatedMNIST", "--n_trials", "1", "--n_hparams", "1", *argv))
+
+    assert first_refusal("--algorithms", "Mixup", "ERM", "--hparams", '{"dge_num_views": 3, "dge_optimizer": "sgd"}') \
+        is None
+    assert "'dge_num_vews' is not one of Mixup's; did you mean 'dge_num_views'?" in first_refusal(
+        "--algorithms", "Mixup", "--hparams", '{"dge_num_vews": 3}')
+    assert "'dge_num_views' = 3 is not allowed with 5 training environments" in first_refusal(
+        "--algorithms", "Mixup", "--mode", "mdg", "--hparams", '{"dge_num_views": 3}')
+    assert "MLDG: hyperparameter 'dge_optimizer' = 'sgd' is not allowed" in first_refusal(
+        "--algorithms", "MLDG", "--hparams", '{"dge_optimizer": "sgd"}')
+
+
+@pytest.mark.parametrize("path", PRESETS, ids=[path.stem for path in PRESETS])
+def test_every_row_of_every_preset_passes_the_launch_check(path):
+    from domainbed_dge.sweep import check_hparams
+
+    jobs = {(job.variant.name, job.train_args["dataset"]): job for job in resolve("--preset", str(path))}
+    assert check_hparams(list(jobs.values())) is None
+
+
+#: The rows of the paper's Tables 1-5 ("Ours" is DGE), as its tables label them.
+PAPER_ROWS = ("Baseline", "Mixup", "SelfReg", "RandConv", "Pro-RandConv", "Fish", "SagNet", "Agr-Rand", "Agr-Sum",
+              "GSAM", "SAGM", "MixStyle", "PCGrad", "DGE")
+
+
+@pytest.mark.parametrize("stem", ["sdg_pacs", "sdg_vlcs", "sdg_officehome", "sdg_domainnet", "mdg"])
+def test_every_paper_preset_has_the_papers_rows(stem):
+    from domainbed_dge.experiments.records import label_of
+
+    preset = parse_preset(json.loads((REPO / "sweeps" / f"{stem}.json").read_text()))
+    labels = {variant.name if variant.name != variant.algorithm else label_of(variant.algorithm)
+              for variant in preset.variants}
+    # DomainBed's rows carry their reading in SDG: "Mixup (views as domains)".
+    found = {row for row in PAPER_ROWS if row in labels or f"{row} (views as domains)" in labels}
+    assert found == set(PAPER_ROWS)
+
+
 def test_unknown_algorithm_or_dataset_is_refused():
     with pytest.raises(ValueError, match="unknown algorithm\\(s\\) NoSuchAlgorithm. Allowed: ERM"):
         resolve("--datasets", "PACS", "--algorithms", "NoSuchAlgorithm")
@@ -286,6 +327,22 @@ def test_launch_refuses_a_batch_larger_than_the_source_split(offline_data, tmp_p
         assert (f"RotatedMNIST environment {env} ({name!r}): batch_size 81 exceeds its training (in) split of 80 "
                 "examples (100 examples, holdout_fraction 0.2); 1 job(s)") in str(refused.value)
     assert not (tmp_path / "out").exists()
+
+
+def test_a_refusal_comes_before_and_instead_of_the_list_of_jobs(tmp_path, capsys, monkeypatch):
+    """A wrong --data_dir: the refusal names the folder and the command that writes MNIST
+    there, after no line per job, and nothing is created."""
+    from domainbed_dge import sweep
+
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as refused:
+        sweep.main(["launch", "--datasets", "RotatedMNIST", "--algorithms", "ERM", *TINY, "--data_dir", "dta",
+                    "--output_dir", "out", "--command_launcher", "local", "--skip_confirmation"])
+    assert "Not launched" not in capsys.readouterr().out
+    assert str(refused.value).startswith("error: refusing to launch: the batch-size check cannot read the data")
+    assert f"{Path.cwd() / 'dta'} has no MNIST/raw folder" in str(refused.value)
+    assert "python -m domainbed_dge.offline_data --data_dir dta" in str(refused.value)
+    assert os.listdir(tmp_path) == []
 
 
 def test_a_bad_launcher_setting_is_refused_before_any_job_folder_is_made(offline_data, tmp_path, monkeypatch):

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from conftest import run_module
 from test_sweep import run_cli, sweep_env
 
 REPO = Path(__file__).resolve().parents[2]
@@ -133,9 +134,26 @@ def test_a_preset_that_is_not_like_with_like_gets_a_warning(tmp_path):
     preset.write_text(json.dumps({
         "description": "d", "modes": ["sdg"], "datasets": ["RotatedMNIST"], "n_trials": 1, "n_hparams_from": 0,
         "n_hparams": 1, "steps": 2, "hparams": {"lr": 0.01},
-        "variants": [{"name": "ERM", "algorithm": "ERM"}, {"name": "DGE", "algorithm": "DGE"}]}))
+        "variants": [{"name": "Mixup", "algorithm": "Mixup", "hparams": {"dge_num_views": 3}},
+                     {"name": "DGE", "algorithm": "DGE"}]}))
     result = run_cli("domainbed_dge.sweep", "list", "--preset", str(preset), "--data_dir", "D",
                      "--output_dir", str(tmp_path / "out"), cwd=tmp_path)
     assert result.returncode == 0
     assert "warning: not a like-with-like comparison: hparams do not set 'weight_decay'" in result.stderr
-    assert "variant 'ERM' runs DomainBed's ERM with its own optimizer" in result.stderr
+    assert "variant 'Mixup' has dge_num_views = 3: a row of DomainBed's Mixup says '(views as domains)'" \
+        in result.stderr
+
+
+@pytest.mark.domainbed
+def test_a_data_dir_without_mnist_is_one_error_and_creates_no_data_folder(tmp_path):
+    """DomainBed would try to download MNIST (leaving an empty dta/MNIST/raw); the
+    start-up hook's guard refuses first, naming the folder and the command that fills it."""
+    result = run_module("domainbed.scripts.train", "--algorithm", "ERM", "--dataset", "RotatedMNIST",
+                        "--data_dir", "dta", "--test_envs", "1", "--output_dir", "out", "--steps", "1",
+                        cwd=tmp_path, check=False)
+    assert result.returncode != 0
+    last = (result.stdout + result.stderr).strip().splitlines()[-1]
+    assert last.startswith(f"domainbed_dge.plugin.data_guard.MNISTNotFound: RotatedMNIST reads MNIST from "
+                           f"<data_dir>/MNIST/raw, but {tmp_path / 'dta'} has no MNIST/raw folder"), last
+    assert "`python -m domainbed_dge.offline_data --data_dir dta`" in last
+    assert not (tmp_path / "dta").exists()

@@ -14,13 +14,24 @@ def states(seed):
     return lambda name: np.random.RandomState(abs(hash((seed, name))) % 2**31)
 
 
+PLAIN = (int, float, str, bool)
+
+
+def is_plain(value) -> bool:
+    """A JSON scalar, or a non-empty list of them (``randconv_kernel_sizes``, ``mixstyle_layers``):
+    what ``--hparams`` and DomainBed's sweep carry unchanged."""
+    if isinstance(value, list):
+        return bool(value) and all(type(item) in PLAIN for item in value)
+    return type(value) in PLAIN
+
+
 @pytest.mark.parametrize("algorithm", registry.NAMES)
 @pytest.mark.parametrize("dataset", ["RotatedMNIST", "ColoredMNIST", "PACS", "DomainNet"])
 def test_defaults_and_draws_are_valid_plain_values(algorithm, dataset):
     entries = registry.define(algorithm, dataset, states(3))
     for default, drawn in entries.values():
         for value in (default, drawn):
-            assert type(value) in (int, float, str, bool)
+            assert is_plain(value), value
     json.dumps(entries)
     registry.validate(algorithm, {name: default for name, (default, _) in entries.items()})
     registry.validate(algorithm, {name: drawn for name, (_, drawn) in entries.items()})
@@ -30,7 +41,24 @@ def test_only_dge_has_equilibrium_hparams_and_only_pcgrad_its_options():
     assert "dge_alpha" in registry.define("DGE", "PACS", states(0))
     assert "dge_alpha" not in registry.define("GradAvg", "PACS", states(0))
     assert "pcgrad_order" in registry.define("PCGrad", "PACS", states(0))
-    assert registry.define("ERM", "PACS", states(0)) == {}
+    assert "dge_alpha" not in registry.define("ERM", "PACS", states(0))
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_domainbeds_algorithms_get_views_as_domains_off_and_adam_even_when_drawn(seed):
+    entries = registry.define("Mixup", "PACS", states(seed))
+    assert [h.name for h in registry.HOST_HPARAMS] == list(entries)
+    assert entries["dge_num_views"] == (0, 0) and entries["dge_optimizer"] == ("adam", "adam")
+
+
+def test_domainbeds_algorithms_refuse_one_view_and_misspelled_plugin_keys_only():
+    known = {"lr", "mixup_alpha", *registry.define("Mixup", "PACS", states(0))}
+    registry.validate("Mixup", {"lr": 0.1, "not_a_plugin_key": 1}, known=known)  # DomainBed ignores it; defaults
+    registry.validate("Mixup", {"dge_num_views": 3, "dge_optimizer": "sgd"}, known=known)
+    with pytest.raises(registry.HParamError, match="'dge_num_views' = 1 is not allowed; allowed: 0 .*one view is one"):
+        registry.validate("Mixup", {"dge_num_views": 1}, known=known)
+    with pytest.raises(registry.HParamError, match="'dge_momentun' is not one of Mixup's; did you mean 'dge_momentum'"):
+        registry.validate("Mixup", {"dge_momentun": 0.9}, known=known)
 
 
 def test_normalisation_follows_the_dataset():
@@ -51,6 +79,7 @@ BAD = [
     ("dge_magnitude", 31, "[0, 30]"),
     ("dge_adjust", 1, "true or false"),
     ("dge_optimizer", "rmsprop", "adam, sgd"),
+    ("dge_cuda_graphs", "yes", "true or false"),
     ("sweep_variant", "", "a non-empty string"),
     ("sweep_targets", [], "a non-empty list of target environment indices"),
     ("sweep_targets", 4, "a non-empty list of target environment indices"),

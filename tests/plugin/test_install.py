@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from conftest import DOMAINBED_ROOT, read_results, run_module, subprocess_env
+from domainbed_dge._pth import write_pth
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -40,7 +41,8 @@ def install(python: str, source: Path, editable: bool) -> None:
 
 @pytest.fixture
 def source_copy(tmp_path) -> Path:
-    ignore = shutil.ignore_patterns(".git", "build", "*.egg-info", "__pycache__", ".hypothesis", ".pytest_cache", "reports")
+    ignore = shutil.ignore_patterns(".git", "build", "*.egg-info", "__pycache__", ".hypothesis", ".pytest_cache", "reports",
+                                    ".venv", "data")
     return Path(shutil.copytree(REPO, tmp_path / "source", ignore=ignore))
 
 
@@ -97,19 +99,47 @@ def test_start_up_hook_is_installed_and_imports_nothing_heavy():
     assert result.stderr == ""
 
 
+def regular_install(root: Path) -> str:
+    """A child environment laid out as ``pip install .`` leaves site-packages (the package
+    and the start-up line) without building a wheel; ``pip install -e .`` would not do:
+    setuptools' editable finder imports ``importlib.abc`` itself."""
+    python = make_child_environment(root)
+    child_site = probe(python, "import sysconfig; print(sysconfig.get_paths()['purelib'])").stdout.strip()
+    shutil.copytree(REPO / "domainbed_dge", Path(child_site, "domainbed_dge"), ignore=shutil.ignore_patterns("__pycache__"))
+    write_pth(child_site)
+    return python
+
+
+def test_start_up_hook_of_a_regular_install_imports_only_itself(tmp_path):
+    """A bare start pays for the hook's own two modules: not for ``importlib.abc`` (7 ms),
+    torch, DomainBed (importable there) or the patches' imports."""
+    python = regular_install(tmp_path / "venv")
+    result = probe(
+        python,
+        "import sys; print(sorted(m for m in ('importlib.abc', 'torch', 'domainbed') if m in sys.modules),"
+        " [type(f).__name__ for f in sys.meta_path][:1],"
+        " sorted(m for m in sys.modules if m.startswith('domainbed_dge')))",
+    )
+    assert result.stdout.strip() == "[] ['PatchingFinder'] ['domainbed_dge', 'domainbed_dge._startup']", (
+        result.stdout + result.stderr
+    )
+    assert result.stderr == ""
+
+
 @pytest.mark.domainbed
 def test_importing_domainbed_prints_nothing_and_registers_everything():
     result = probe(
         sys.executable,
         "from domainbed import algorithms, hparams_registry, datasets\n"
-        "names = ['DGE', 'GradAvg', 'AgrSum', 'AgrRand', 'PCGrad']\n"
+        "names = ['DGE', 'GradAvg', 'AgrSum', 'AgrRand', 'PCGrad', 'GSAM', 'SAGM', 'MixStyle', 'RandConv', "
+        "'ProRandConv']\n"
         "assert all(n in algorithms.ALGORITHMS for n in names)\n"
         "assert all(algorithms.get_algorithm_class(n).__name__ == n for n in names)\n"
         "for d in datasets.DATASETS:\n"
         "    for n in names:\n"
-        "        assert 'dge_num_views' in hparams_registry.default_hparams(n, d)\n"
+        "        assert 'dge_optimizer' in hparams_registry.default_hparams(n, d)\n"
         "        assert hparams_registry.random_hparams(n, d, 7) == hparams_registry.random_hparams(n, d, 7)\n"
-        "assert 'dge_num_views' not in hparams_registry.default_hparams('ERM', 'PACS')",
+        "assert hparams_registry.default_hparams('ERM', 'PACS')['dge_num_views'] == 0",
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout == "" and result.stderr == ""
@@ -117,11 +147,12 @@ def test_importing_domainbed_prints_nothing_and_registers_everything():
 
 @pytest.mark.domainbed
 def test_other_algorithms_hparams_are_unchanged(tmp_path):
-    """DomainBed's registry with and without the plugin gives ERM and MMD the same draws."""
+    """DomainBed's registry with and without the plugin gives ERM and MMD the same draws
+    of DomainBed's own hyperparameters (the plugin's keys come on top, at their defaults)."""
     code = (
         "from domainbed import hparams_registry as h\n"
-        "print(sorted((a, d, s, sorted(h.random_hparams(a, d, s).items())) for a in ('ERM', 'MMD') "
-        "for d in ('PACS', 'RotatedMNIST') for s in (0, 5)))"
+        "print(sorted((a, d, s, sorted((k, v) for k, v in h.random_hparams(a, d, s).items() if not k.startswith('dge_'))) "
+        "for a in ('ERM', 'MMD') for d in ('PACS', 'RotatedMNIST') for s in (0, 5)))"
     )
     with_plugin = probe(sys.executable, code)
     without_plugin = subprocess.run(

@@ -7,23 +7,28 @@ import numpy as np
 import pytest
 
 from domainbed_dge.plugin import methods
-from domainbed_dge.plugin.hparams import ENGINE_HPARAMS
+from domainbed_dge.plugin.hparams import ENGINE_HPARAMS, HOST_HPARAMS, OPTIMIZER_HPARAMS
 
 
 def states(name):
     return np.random.RandomState(abs(hash(name)) % 2**31)
 
 
-def test_every_entry_has_the_engine_hyperparameters_and_its_own():
+GRADIENT_METHODS = [method for method in methods.METHODS if method.engine == "gradients"]
+
+
+def test_every_entry_has_its_engines_hyperparameters_and_its_own():
     for method in methods.METHODS:
         names = [h.name for h in methods.hparams_of(method.name)]
-        assert names[0] == "dge_num_views" and len(names) == len(set(names))
-        assert {h.name for h in ENGINE_HPARAMS} <= set(names)
-        assert {h.name for h in method.hparams} <= set(names)
-    assert methods.hparams_of("ERM") == ()
+        assert len(names) == len(set(names)) and {h.name for h in method.hparams} <= set(names)
+        if method.engine == "gradients":
+            assert names[0] == "dge_num_views" and {h.name for h in ENGINE_HPARAMS} <= set(names)
+        else:  # one batch, no views: the optimiser's keys and its own only
+            assert names == [h.name for h in (*OPTIMIZER_HPARAMS, *method.hparams)]
+    assert methods.hparams_of("ERM") == HOST_HPARAMS  # DomainBed's own: views as domains, the optimiser
 
 
-@pytest.mark.parametrize("method", methods.METHODS, ids=lambda m: m.name)
+@pytest.mark.parametrize("method", GRADIENT_METHODS, ids=lambda m: m.name)
 def test_min_domains_is_the_least_number_of_views_accepted(method):
     hparams = {name: default for name, (default, _) in methods.define(method.name, "PACS", states).items()}
     methods.validate(method.name, {**hparams, "dge_num_views": method.min_domains})
@@ -68,3 +73,5 @@ def test_rows_are_labelled_and_ordered_by_the_registry():
 
     assert ALGORITHM_ORDER == ("ERM", *methods.NAMES)
     assert label_of("AgrSum") == "Agr-Sum" and label_of("ERM") == "ERM"
+    assert label_of("Mixup", {"dge_num_views": 3}) == "Mixup (views as domains)"
+    assert label_of("Mixup", {"dge_num_views": 0}) == "Mixup" and label_of("GradAvg", {"dge_num_views": 3}) == "GradAvg"
