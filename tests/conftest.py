@@ -91,6 +91,24 @@ def run_module(module: str, *args: str, cwd: Path, python: str = sys.executable,
     return result
 
 
+def assert_skipped_and_unchanged(algorithm, minibatches) -> None:
+    """``algorithm.update(minibatches)`` reports a skipped non-finite step and leaves
+    the algorithm's state and its optimizer's state exactly as they were."""
+    import copy
+
+    import torch
+
+    state = copy.deepcopy(algorithm.state_dict())
+    optimizer_state = copy.deepcopy(algorithm.optimizer.state_dict())
+    assert algorithm.update(minibatches)["skipped_nonfinite"] == 1.0
+    for key, value in algorithm.state_dict().items():
+        assert torch.equal(value, state[key]), key
+    after = algorithm.optimizer.state_dict()["state"]
+    for index, entry in optimizer_state["state"].items():
+        for field, value in entry.items():
+            assert torch.equal(after[index][field], value)
+
+
 def read_results(output_dir: Path) -> list[dict]:
     with open(output_dir / "results.jsonl") as handle:
         return [json.loads(line) for line in handle]

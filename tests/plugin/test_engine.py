@@ -3,11 +3,12 @@ and round-trips through checkpoints."""
 
 from __future__ import annotations
 
-import copy
 import io
 
 import pytest
 import torch
+
+from conftest import assert_skipped_and_unchanged
 
 pytestmark = pytest.mark.domainbed
 
@@ -105,18 +106,9 @@ def test_sdg_uses_k_views_of_the_one_minibatch(host):
 def test_nonfinite_step_is_skipped_and_changes_nothing(host, name):
     algorithm = make(host, name, 3, dge_optimizer="adam")
     algorithm.update(minibatches(3, seed=1))
-    state = copy.deepcopy(algorithm.state_dict())
-    optimizer_state = copy.deepcopy(algorithm.optimizer.state_dict())
     bad = minibatches(3, seed=2)
     bad[1][0][0, 0, 0, 0] = float("nan")
-    results = algorithm.update(bad)
-    assert results["skipped_nonfinite"] == 1.0
-    for key, value in algorithm.state_dict().items():
-        assert torch.equal(value, state[key]), key
-    after = algorithm.optimizer.state_dict()["state"]
-    for index, entry in optimizer_state["state"].items():
-        for field, value in entry.items():
-            assert torch.equal(after[index][field], value)
+    assert_skipped_and_unchanged(algorithm, bad)
     assert algorithm.update(minibatches(3, seed=3))["skipped_nonfinite"] == 0.0
 
 
