@@ -1,6 +1,6 @@
 """Tables of single-domain generalization (SDG) results from a DomainBed sweep.
 
-    python -m domainbed_dge.collect_results --input_dir SWEEP_OUTPUT [--format text|markdown|latex] [--rows ROW ...]
+    python -m domainbed_dge.collect_results --input_dir SWEEP_OUTPUT [--format text|markdown|latex] [--rows ROW ...] [--reference ROW ...]
 
 For each dataset and each selection method (``source validation``: checkpoint and
 hyperparameters chosen on the source domain's ``out`` split; ``oracle``: on the
@@ -8,13 +8,16 @@ target domains' ``out`` splits, as DomainBed's oracle; see
 ``domainbed_dge.experiments.selection``): one row per algorithm (or labelled
 variant), one column per source domain, and an ``Avg`` column; for source-validation
 selection, the selected checkpoints' accuracy on the source's validation split (what
-a learning rate is chosen on); each method's paired
-difference to ``--reference`` (default: the step-matched control ``GradAvg x K``)
-where that row exists; each method's learning curves (source validation accuracy and
-training loss at each checkpoint, mean over its selected runs); for methods that log
-equilibrium weights, the mean weight, ``dge_net_vs_gradavg`` and
-``dge_adjusted_pairs`` at each checkpoint; per method, the source x target accuracy
-matrix. The tables are described in ``domainbed_dge.experiments.tables``.
+a learning rate is chosen on); each method's paired difference to ``--reference``
+(default: the step-matched control ``GradAvg x K``) where that row exists and, given
+two or more references, an overview that ranks the rows by average target accuracy
+with their paired difference to each; each method's learning curves (source
+validation accuracy and training loss at each checkpoint, mean over its selected
+runs); for methods that log equilibrium weights, the mean weight,
+``dge_net_vs_gradavg`` and ``dge_adjusted_pairs`` at each checkpoint; every other
+number a method logs (its own diagnostics, e.g. GSAM's ``perturbation_norm``) at
+each checkpoint; per method, the source x target accuracy matrix. The tables are
+described in ``domainbed_dge.experiments.tables``.
 
 Only SDG records count: those whose ``args.test_envs`` are every environment but
 one. MDG results go through DomainBed's own
@@ -50,9 +53,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--rows", nargs="+", default=None, metavar="ROW",
                         help="only these rows (labels as the tables print them), in the tables' usual order "
                              "(default: every row)")
-    parser.add_argument("--reference", default=None,
-                        help=f"the row every method is compared with pair by pair (default: {PAIRED_REFERENCE}, "
-                             "where the sweep has it)")
+    parser.add_argument("--reference", nargs="+", default=None, metavar="ROW",
+                        help=f"the row(s) every method is compared with pair by pair (default: {PAIRED_REFERENCE}, "
+                             "where the sweep has it); with two or more, also an overview that ranks the rows "
+                             "with their paired difference to each")
     return parser
 
 
@@ -80,9 +84,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             parser.error(f"--rows {unknown[0]!r} is not a row of these results; allowed: {', '.join(rows)}")
         keep_rows(loaded, args.rows)
         rows = sorted(set(args.rows))
-    if args.reference is not None and args.reference not in rows:
-        parser.error(f"--reference {args.reference!r} is not a row of these results; allowed: {', '.join(rows)}")
-    sys.stdout.write(report(args.input_dir, loaded, fmt, args.reference or PAIRED_REFERENCE))
+    for reference in args.reference or ():
+        if reference not in rows:
+            parser.error(f"--reference {reference!r} is not a row of these results; allowed: {', '.join(rows)}")
+    sys.stdout.write(report(args.input_dir, loaded, fmt, args.reference or (PAIRED_REFERENCE,)))
     return 0
 
 

@@ -7,10 +7,13 @@ targets (a preset's ``targets`` when it names them), as mean ± population stand
 deviation (ddof 0) over trials, with the number of trials in parentheses; ``X`` where
 no trial ran. ``Avg`` is the mean of the row's source columns, ``X`` unless every
 source has one. Then, per method, the source x target accuracy matrix (mean over
-trials), and, where the reference row is there, each method's paired difference to it
-over (source, trial) pairs with a 95 % Student-t interval. Over training, for the runs
-source validation selected: each method's learning curves (source validation accuracy,
-training loss) and DGE's equilibrium (its weights and diagnostics), by checkpoint.
+trials), and, where a reference row is there, each method's paired difference to it
+over (source, trial) pairs with a 95 % Student-t interval; given several reference
+rows, an overview that ranks the methods by average target accuracy beside their
+paired difference to each. Over training, for the runs source validation selected:
+each method's learning curves (source validation accuracy, training loss), DGE's
+equilibrium (its weights and diagnostics) and every other number a method's update
+logs (its own diagnostics), by checkpoint.
 """
 
 from __future__ import annotations
@@ -43,6 +46,9 @@ WEIGHT_KEY = re.compile(r"^dge_weight_(\d+)$")
 #: The over-training table's rows per method: the mean of its weights, then these.
 MEAN_WEIGHT = "mean w_k"
 TRAINING_DIAGNOSTICS = ("dge_net_vs_gradavg", "dge_adjusted_pairs")
+#: What train.py logs for every algorithm (besides the ``env*_acc`` accuracies): the
+#: other numbers of a record are the method's own diagnostics.
+DOMAINBED_KEYS = frozenset({"step", "epoch", "loss", "mem_gb", "step_time"})
 #: The learning-curve table's rows per method.
 SOURCE_VALIDATION_CURVE = "source validation accuracy (%)"
 TRAINING_LOSS = "training loss"
@@ -219,17 +225,19 @@ Measure = Callable[[Run, dict], float | None]
 
 
 def by_checkpoint_table(runs_of: dict[str, list[Run]], methods: list[str],
-                        quantities: Sequence[tuple[str, Measure, str]]) -> tuple[list[str], list[list[str]]]:
-    """Header and rows of ``quantities`` (label, measure, number format) over training:
-    per method of ``methods`` in ``runs_of``, the mean over its runs at each checkpoint
-    step that every run of ``runs_of`` logged; ``MISSING`` where no run logged it."""
+                        quantities_of: Callable[[str], Sequence[tuple[str, Measure, str]]],
+                        ) -> tuple[list[str], list[list[str]]]:
+    """Header and rows of each method's ``quantities_of(method)`` (label, measure, number
+    format) over training: per method of ``methods`` in ``runs_of``, the mean over its
+    runs at each checkpoint step that every run of ``runs_of`` logged; ``MISSING`` where
+    no run logged it."""
     steps = sorted(set.intersection(*({record["step"] for record in run.records}
                                       for runs in runs_of.values() for run in runs)))
     header = ["Method", "quantity", *(str(step) for step in steps)]
     rows = []
     for method in (method for method in methods if method in runs_of):
         by_step = [(run, {record["step"]: record for record in run.records}) for run in runs_of[method]]
-        for label, measure, number_format in quantities:
+        for label, measure, number_format in quantities_of(method):
             cells = []
             for step in steps:
                 values = [value for run, records in by_step if (value := measure(run, records[step])) is not None]
@@ -251,13 +259,42 @@ def training_table(results: DatasetResults) -> tuple[list[str], list[list[str]]]
     weights, the mean over its selected runs (every source and trial) of
     ``MEAN_WEIGHT`` and ``TRAINING_DIAGNOSTICS`` at each checkpoint all of them
     logged; ``None`` when no method logs weights."""
-    runs_of = {method: runs for method, runs in selected_runs(results).items()
-               if any(WEIGHT_KEY.match(key) for run in runs for record in run.records for key in record)}
+    runs_of = {method: runs for method, runs in selected_runs(results).items() if logs_weights(runs)}
     if not runs_of:
         return None
     quantities = [(quantity, lambda run, record, quantity=quantity: logged_value(record, quantity), ".3f")
                   for quantity in (MEAN_WEIGHT, *TRAINING_DIAGNOSTICS)]
-    return by_checkpoint_table(runs_of, results.methods, quantities)
+    return by_checkpoint_table(runs_of, results.methods, lambda method: quantities)
+
+
+def logs_weights(runs: list[Run]) -> bool:
+    return any(WEIGHT_KEY.match(key) for run in runs for record in run.records for key in record)
+
+
+def own_diagnostics(runs: list[Run]) -> list[str]:
+    """The numbers these runs log besides DomainBed's (``DOMAINBED_KEYS``, accuracies)
+    and, for runs that log DGE's weights, besides the equilibrium table's, sorted."""
+    shown_elsewhere = TRAINING_DIAGNOSTICS if logs_weights(runs) else ()
+    return sorted({key for run in runs for record in run.records for key, value in record.items()
+                   if isinstance(value, (int, float)) and not isinstance(value, bool)
+                   and key not in DOMAINBED_KEYS and not key.endswith("_acc")
+                   and not WEIGHT_KEY.match(key) and key not in shown_elsewhere})
+
+
+def diagnostics_table(results: DatasetResults) -> tuple[list[str], list[list[str]]] | None:
+    """Header and rows of each method's own diagnostics over training (``own_diagnostics``
+    of its selected runs): the mean over those runs at each checkpoint all of them
+    logged; ``None`` when no method logs any."""
+    runs_of = selected_runs(results)
+    keys_of = {method: own_diagnostics(runs) for method, runs in runs_of.items()}
+    if not any(keys_of.values()):
+        return None
+
+    def quantities_of(method: str):
+        return [(key, lambda run, record, key=key: record.get(key), ".3f") for key in keys_of[method]]
+
+    return by_checkpoint_table({method: runs for method, runs in runs_of.items() if keys_of[method]},
+                               results.methods, quantities_of)
 
 
 def learning_curve_table(results: DatasetResults) -> tuple[list[str], list[list[str]]]:
@@ -269,7 +306,7 @@ def learning_curve_table(results: DatasetResults) -> tuple[list[str], list[list[
         (SOURCE_VALIDATION_CURVE, lambda run, record: 100 * record[f"env{run.source}_out_acc"], ".1f"),
         (TRAINING_LOSS, lambda run, record: record.get("loss"), ".3f"),
     ]
-    return by_checkpoint_table(selected_runs(results), results.methods, quantities)
+    return by_checkpoint_table(selected_runs(results), results.methods, lambda method: quantities)
 
 
 def render(title: str, header: list[str], rows: list[list[str]], fmt: str) -> str:
@@ -307,9 +344,10 @@ def unfinished_note(loaded: Loaded) -> str:
             " and their checkpoints so far are counted; --finished_only leaves them out.")
 
 
-def report(input_dir: str, loaded: Loaded, fmt: str, reference: str = PAIRED_REFERENCE) -> str:
+def report(input_dir: str, loaded: Loaded, fmt: str, references: Sequence[str] = (PAIRED_REFERENCE,)) -> str:
     """The whole output: what was read, a legend, then every dataset's tables (with
-    the paired differences to ``reference`` where that row exists)."""
+    the paired differences to each of ``references`` where that row exists, and, for
+    two or more references, the overview that ranks the rows)."""
     lines = [
         f"SDG results under {input_dir}: {loaded.records} records in {loaded.files} results files, "
         f"{len(loaded.runs)} SDG runs; {loaded.skipped_lines} bad lines skipped; {loaded.other_records} records "
@@ -327,7 +365,13 @@ def report(input_dir: str, loaded: Loaded, fmt: str, reference: str = PAIRED_REF
             if method == SOURCE_VALIDATION:
                 parts.append(render(f"{title}: the selected checkpoints' source validation accuracy (%)",
                                     *validation_table(results, fmt), fmt))
-            if reference in results.methods:
+            present = [reference for reference in references if reference in results.methods]
+            if len(present) >= 2:
+                parts.append(render(f"{title}: overview, rows ranked by average target accuracy: accuracy (%) by "
+                                    "source domain (mean over trials), the selected checkpoints' source validation "
+                                    "accuracy (%, Avg), paired difference to each reference (points, 95% interval)",
+                                    *overview_table(results, present), fmt))
+            for reference in present:
                 parts.append(render(f"{title}: paired difference to {reference} over (source, trial) pairs, "
                                     "target accuracy in points", *paired_table(results, reference), fmt))
             if method == SOURCE_VALIDATION:
@@ -339,6 +383,11 @@ def report(input_dir: str, loaded: Loaded, fmt: str, reference: str = PAIRED_REF
                     parts.append(render(f"{results.dataset}: DGE's equilibrium over training, by checkpoint step: "
                                         "mean over the runs of every source and trial, each value the mean over "
                                         "the steps since the previous checkpoint", *training, fmt))
+                diagnostics = diagnostics_table(results)
+                if diagnostics is not None:
+                    parts.append(render(f"{results.dataset}: each method's own diagnostics over training, by "
+                                        "checkpoint step: mean over the runs of every source and trial, each value "
+                                        "the mean over the steps since the previous checkpoint", *diagnostics, fmt))
             for row_method in results.methods:
                 parts.append(render(f"{title}, {row_method}: source x target accuracy (%), mean over trials",
                                     *matrix_table(results, row_method), fmt))
@@ -404,8 +453,50 @@ def paired_table(results: DatasetResults, reference: str) -> tuple[list[str], li
     header = ["Method", "pairs", "mean diff (points)", "95% interval", "wins", "losses"]
     rows = []
     for paired in paired_differences(results, reference):
-        interval = paired.interval
-        shown = MISSING if interval is None else f"[{interval[0]:+.1f}, {interval[1]:+.1f}]"
-        rows.append([paired.method, str(len(paired.differences)), f"{paired.mean:+.1f}", shown,
-                     str(paired.wins), str(paired.losses)])
+        mean, shown = interval_cell(paired).split(" ", 1)
+        rows.append([paired.method, str(len(paired.differences)), mean, shown, str(paired.wins), str(paired.losses)])
     return header, rows
+
+
+def interval_cell(paired: PairedDifference) -> str:
+    """``mean [low, high]`` in points; the interval ``MISSING`` for one pair."""
+    interval = paired.interval
+    shown = MISSING if interval is None else f"[{interval[0]:+.1f}, {interval[1]:+.1f}]"
+    return f"{paired.mean:+.1f} {shown}"
+
+
+def overview_table(results: DatasetResults, references: Sequence[str]) -> tuple[list[str], list[list[str]]]:
+    """Header and rows of the ranking: each method's mean target accuracy (%) per source
+    and ``Avg`` (the mean of the sources' means), its selected checkpoints' source
+    validation accuracy (``Avg``), and its paired difference to each of ``references``
+    (``-`` on the reference's own row). Rows by ``Avg``, highest first (rank 1); rows
+    without an ``Avg`` last, unranked."""
+    paired_of = {reference: {paired.method: paired for paired in paired_differences(results, reference)}
+                 for reference in references}
+
+    def average(values_of: Callable[[str, int], list[float]], method: str) -> tuple[list[float | None], float | None]:
+        means = [mean_and_std(values)[0] if (values := values_of(method, source)) else None
+                 for source in results.sources]
+        return means, None if None in means else statistics.fmean(means)
+
+    def validation(method: str, source: int) -> list[float]:
+        return [selection.score for selection in results.trials(method, source)]
+
+    entries = []
+    for method in results.methods:
+        means, avg = average(results.accuracies, method)
+        _, validation_avg = average(validation, method)
+        shown = [MISSING if mean is None else f"{mean:.1f}" for mean in means]
+        for value in (avg, validation_avg):
+            shown.append(MISSING if value is None else f"{value:.1f}")
+        for reference in references:
+            paired = paired_of[reference].get(method)
+            shown.append("-" if method == reference else MISSING if paired is None else interval_cell(paired))
+        entries.append((avg, method, shown))
+    ranked = sorted(entries, key=lambda entry: (entry[0] is None, -(entry[0] or 0.0)))
+    header = ["Rank", "Method", *(results.environments[source] for source in results.sources), "Avg",
+              "source validation Avg", *(f"vs {reference}" for reference in references)]
+    rows = [[MISSING if avg is None else str(rank), method, *shown]
+            for rank, (avg, method, shown) in enumerate(ranked, start=1)]
+    return header, rows
+

@@ -213,6 +213,36 @@ def test_paired_differences_to_the_step_matched_control(tmp_path):
                     ["DGE", "4", "+4.0", "[-4.2, +12.2]", "3", "1"]]
 
 
+def test_the_overview_ranks_the_rows_beside_their_paired_difference_to_each_reference(tmp_path, capsys):
+    # GradAvg x K: 51.0 from source 0, 42.0 from source 1; DGE: 55.0, 46.0 (the pairs of the
+    # test above); Baseline ran source 0, trial 0 only (45.0): no Avg, unranked, last.
+    accuracies = {"GradAvg x K": {(0, 0): .50, (0, 1): .52, (1, 0): .40, (1, 1): .44},
+                  "DGE": {(0, 0): .60, (0, 1): .50, (1, 0): .46, (1, 1): .46},
+                  "Baseline": {(0, 0): .45}}
+    for label, by_pair in accuracies.items():
+        for (source, trial), accuracy in by_pair.items():
+            in_acc = [accuracy] * 3
+            in_acc[source] = 1.0
+            write_run(tmp_path, f"{label}_{source}_{trial}".replace(" ", ""), [(in_acc, [.5] * 3)], source=source,
+                      trial_seed=trial, hparams_seed=0, algorithm="DGE",
+                      hparams={"sweep_variant": label} if label != "DGE" else None)
+    assert collect_results.main(["--input_dir", str(tmp_path), "--reference", "GradAvg x K", "DGE"]) == 0
+    output = capsys.readouterr().out
+    title = (f"{DATASET}, {SOURCE_VALIDATION} selection: overview, rows ranked by average target accuracy: accuracy "
+             "(%) by source domain (mean over trials), the selected checkpoints' source validation accuracy (%, Avg), "
+             "paired difference to each reference (points, 95% interval)")
+    assert text_table(output, title) == [
+        ["Rank", "Method", "env0", "env1", "Avg", "source validation Avg", "vs GradAvg x K", "vs DGE"],
+        ["1", "DGE", "55.0", "46.0", "50.5", "50.0", "+4.0 [-4.2, +12.2]", "-"],
+        ["2", "GradAvg x K", "51.0", "42.0", "46.5", "50.0", "-", "-4.0 [-12.2, +4.2]"],
+        ["X", "Baseline", "45.0", "X", "X", "X", "-5.0 X", "-15.0 X"],
+    ]
+    for reference in ("GradAvg x K", "DGE"):
+        assert f"paired difference to {reference} over (source, trial) pairs" in output
+    assert collect_results.main(["--input_dir", str(tmp_path), "--reference", "DGE"]) == 0
+    assert title not in capsys.readouterr().out  # one reference: its paired table only
+
+
 def test_a_reference_that_is_no_row_is_refused_listing_the_rows(tmp_path, capsys):
     for label in ("GradAvg x K", "DGE"):
         write_run(tmp_path, label.replace(" ", ""), [([.5] * 3, [.5] * 3)], source=0, trial_seed=0, hparams_seed=0,
@@ -294,6 +324,29 @@ def test_equilibrium_over_training_averages_the_runs_at_each_common_checkpoint(t
     ]
 
 
+def test_own_diagnostics_are_every_other_logged_number_of_a_method(tmp_path):
+    sweep = tmp_path / "sweep"
+    checkpoints = [([1.0, .5, .5], [.5] * 3)] * 2
+    # GSAM logs perturbation_norm .1, .3 from source 0 and .3, .5 from source 1; DGE's
+    # weights and dge_net_vs_gradavg are the equilibrium table's, its pair_conflict_fraction
+    # is its own; ERM logs nothing of its own and has no row.
+    for source, norms in [(0, [.1, .3]), (1, [.3, .5])]:
+        write_run(sweep, f"gsam_{source}", checkpoints, source=source, trial_seed=0, hparams_seed=0,
+                  algorithm="GSAM", step_extras=[{"perturbation_norm": norm} for norm in norms])
+    write_run(sweep, "dge_0", checkpoints, source=0, trial_seed=0, hparams_seed=0, algorithm="DGE",
+              extra={"dge_weight_0": 1.0, "dge_net_vs_gradavg": 0.2, "pair_conflict_fraction": 0.25})
+    write_run(sweep, "erm_0", checkpoints, source=0, trial_seed=0, hparams_seed=0, algorithm="ERM")
+    output = run_module("domainbed_dge.collect_results", "--input_dir", str(sweep), cwd=tmp_path).stdout
+    rows = text_table(output, f"{DATASET}: each method's own diagnostics over training, by checkpoint step: mean "
+                              "over the runs of every source and trial, each value the mean over the steps since "
+                              "the previous checkpoint")
+    assert rows == [
+        ["Method", "quantity", "0", "1"],
+        ["DGE", "pair_conflict_fraction", "0.250", "0.250"],
+        ["GSAM", "perturbation_norm", "0.200", "0.400"],
+    ]
+
+
 def test_learning_curves_average_the_selected_runs_at_each_common_checkpoint(tmp_path):
     sweep = tmp_path / "sweep"
     # Source 0 scores .5, .7, .9 on its out split (env0), source 1 scores .6, .8 on env1
@@ -315,3 +368,4 @@ def test_learning_curves_average_the_selected_runs_at_each_common_checkpoint(tmp
         ["DGE", "source validation accuracy (%)", "55.0", "75.0"],  # (50 + 60) / 2, (70 + 80) / 2
         ["DGE", "training loss", "1.000", "0.500"],
     ]
+    assert "own diagnostics" not in output  # no method logs a number of its own

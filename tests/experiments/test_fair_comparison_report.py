@@ -78,7 +78,7 @@ def printed():
 
     def for_reference(reference: str) -> str:
         if reference not in cache:
-            cache[reference] = report(SWEEP, loaded, "markdown", reference)
+            cache[reference] = report(SWEEP, loaded, "markdown", (reference,))
         return cache[reference]
 
     return for_reference
