@@ -1,6 +1,7 @@
 """Tables of single-domain generalization (SDG) results from a DomainBed sweep.
 
-    python -m domainbed_dge.collect_results --input_dir SWEEP_OUTPUT [--format text|markdown|latex] [--rows ROW ...] [--reference ROW ...]
+    python -m domainbed_dge.collect_results --input_dir SWEEP_OUTPUT [--format text|markdown|latex]
+        [--rows ROW ...] [--reference ROW ...]
 
 For each dataset and each selection method (``source validation``: checkpoint and
 hyperparameters chosen on the source domain's ``out`` split; ``oracle``: on the

@@ -367,10 +367,11 @@ def report(input_dir: str, loaded: Loaded, fmt: str, references: Sequence[str] =
                                     *validation_table(results, fmt), fmt))
             present = [reference for reference in references if reference in results.methods]
             if len(present) >= 2:
+                validation = method == SOURCE_VALIDATION
+                shown = ("the selected checkpoints' source validation accuracy (%, Avg), " if validation else "")
                 parts.append(render(f"{title}: overview, rows ranked by average target accuracy: accuracy (%) by "
-                                    "source domain (mean over trials), the selected checkpoints' source validation "
-                                    "accuracy (%, Avg), paired difference to each reference (points, 95% interval)",
-                                    *overview_table(results, present), fmt))
+                                    f"source domain (mean over trials), {shown}paired difference to each reference "
+                                    "(points, 95% interval)", *overview_table(results, present, validation), fmt))
             for reference in present:
                 parts.append(render(f"{title}: paired difference to {reference} over (source, trial) pairs, "
                                     "target accuracy in points", *paired_table(results, reference), fmt))
@@ -465,12 +466,14 @@ def interval_cell(paired: PairedDifference) -> str:
     return f"{paired.mean:+.1f} {shown}"
 
 
-def overview_table(results: DatasetResults, references: Sequence[str]) -> tuple[list[str], list[list[str]]]:
+def overview_table(results: DatasetResults, references: Sequence[str],
+                   with_validation: bool) -> tuple[list[str], list[list[str]]]:
     """Header and rows of the ranking: each method's mean target accuracy (%) per source
-    and ``Avg`` (the mean of the sources' means), its selected checkpoints' source
-    validation accuracy (``Avg``), and its paired difference to each of ``references``
-    (``-`` on the reference's own row). Rows by ``Avg``, highest first (rank 1); rows
-    without an ``Avg`` last, unranked."""
+    and ``Avg`` (the mean of the sources' means), with ``with_validation`` (source
+    validation selection) its selected checkpoints' source validation accuracy
+    (``Avg``), and its paired difference to each of ``references`` (``-`` on the
+    reference's own row). Rows by ``Avg``, highest first (rank 1); rows without an
+    ``Avg`` last, unranked."""
     paired_of = {reference: {paired.method: paired for paired in paired_differences(results, reference)}
                  for reference in references}
 
@@ -485,17 +488,17 @@ def overview_table(results: DatasetResults, references: Sequence[str]) -> tuple[
     entries = []
     for method in results.methods:
         means, avg = average(results.accuracies, method)
-        _, validation_avg = average(validation, method)
-        shown = [MISSING if mean is None else f"{mean:.1f}" for mean in means]
-        for value in (avg, validation_avg):
-            shown.append(MISSING if value is None else f"{value:.1f}")
+        shown = [MISSING if value is None else f"{value:.1f}" for value in [*means, avg]]
+        if with_validation:
+            _, validation_avg = average(validation, method)
+            shown.append(MISSING if validation_avg is None else f"{validation_avg:.1f}")
         for reference in references:
             paired = paired_of[reference].get(method)
             shown.append("-" if method == reference else MISSING if paired is None else interval_cell(paired))
         entries.append((avg, method, shown))
     ranked = sorted(entries, key=lambda entry: (entry[0] is None, -(entry[0] or 0.0)))
     header = ["Rank", "Method", *(results.environments[source] for source in results.sources), "Avg",
-              "source validation Avg", *(f"vs {reference}" for reference in references)]
+              *(["source validation Avg"] if with_validation else []), *(f"vs {reference}" for reference in references)]
     rows = [[MISSING if avg is None else str(rank), method, *shown]
             for rank, (avg, method, shown) in enumerate(ranked, start=1)]
     return header, rows

@@ -237,6 +237,9 @@ def test_the_overview_ranks_the_rows_beside_their_paired_difference_to_each_refe
         ["2", "GradAvg x K", "51.0", "42.0", "46.5", "50.0", "-", "-4.0 [-12.2, +4.2]"],
         ["X", "Baseline", "45.0", "X", "X", "X", "-5.0 X", "-15.0 X"],
     ]
+    oracle = (f"{DATASET}, {ORACLE} selection: overview, rows ranked by average target accuracy: accuracy (%) by "
+              "source domain (mean over trials), paired difference to each reference (points, 95% interval)")
+    assert text_table(output, oracle)[0] == ["Rank", "Method", "env0", "env1", "Avg", "vs GradAvg x K", "vs DGE"]
     for reference in ("GradAvg x K", "DGE"):
         assert f"paired difference to {reference} over (source, trial) pairs" in output
     assert collect_results.main(["--input_dir", str(tmp_path), "--reference", "DGE"]) == 0
