@@ -1,15 +1,18 @@
 """reports/fair_comparison.md against the committed 3,000-step results.
 
-Every table the report marks ``<!-- t3000:NAME -->`` is printed by ``collect_results``
-from ``reports/rotated_mnist_fair/sweep`` (whole, or as a choice of its checkpoint
-columns), every cell of the report's "Answer" is a cell of those tables, and each
-verdict there agrees with its intervals. An edit to the results or to the report that
-breaks this fails here.
+Every table the report marks ``<!-- t3000:NAME -->`` (the first 11 rows) or
+``<!-- all:NAME -->`` (every complete row) is printed by ``collect_results`` from
+``reports/rotated_mnist_fair/sweep`` (whole, or as a choice of its rows and checkpoint
+columns), every cell of the report's two answers is a cell of those tables, each
+verdict there agrees with its intervals, and the rows the "Every row" section reads
+are exactly the complete ones. An edit to the results or to the report that breaks
+this fails here.
 """
 
 from __future__ import annotations
 
 import re
+import shlex
 from pathlib import Path
 
 import pytest
@@ -18,6 +21,8 @@ pytestmark = pytest.mark.domainbed
 
 REPO = Path(__file__).resolve().parents[2]
 REPORT = (REPO / "reports" / "fair_comparison.md").read_text()
+FIRST_ANSWER_HEADING = "## Answer for the first 11 rows"
+EVERY_ROW_HEADING = "## Every row of the paper's comparison"
 SWEEP = "reports/rotated_mnist_fair/sweep"
 CONTROL, BASELINE, BASELINE_RA = "GradAvg x K", "Baseline", "Baseline + RandAugment"
 #: The Answer's first column, by its opening words, and the row label each stands for.
@@ -30,12 +35,14 @@ SECTIONS = {
     "paired": "source validation selection: paired difference to",
     "curves": "learning curves of the selected runs",
     "equilibrium": "DGE's equilibrium over training",
+    "overview": "source validation selection: overview",
+    "diagnostics": "each method's own diagnostics over training",
 }
 
 
-def marked(name: str) -> str:
-    match = re.search(rf"<!-- t3000:{name} -->\n(.*?)<!-- /t3000:{name} -->", REPORT, re.S)
-    assert match, f"the report has no table marked t3000:{name}"
+def marked(name: str, prefix: str = "t3000") -> str:
+    match = re.search(rf"<!-- {prefix}:{name} -->\n(.*?)<!-- /{prefix}:{name} -->", REPORT, re.S)
+    assert match, f"the report has no table marked {prefix}:{name}"
     return match.group(1).strip()
 
 
@@ -130,7 +137,7 @@ def test_the_peers_table_is_collect_results_with_each_reading_as_reference(print
 
 
 def test_the_answer_is_the_paired_tables_and_its_verdicts_follow_from_them(printed):
-    answer = REPORT[REPORT.index("## Answer"):REPORT.index("## Question and set-up")]
+    answer = REPORT[REPORT.index(FIRST_ANSWER_HEADING):REPORT.index("## Question and set-up")]
     (table,) = parse_tables(answer)
     assert len(table) == 1 + len(READINGS)
     (peers_table,) = parse_tables(marked("peers"))
@@ -155,7 +162,7 @@ def test_the_answer_is_the_paired_tables_and_its_verdicts_follow_from_them(print
 
 
 def test_the_sections_commands_name_the_first_rows():
-    at_3000 = REPORT[REPORT.index("## At 3,000 steps"):REPORT.index("## Not run")]
+    at_3000 = REPORT[REPORT.index("## At 3,000 steps"):REPORT.index(EVERY_ROW_HEADING)]
     commands = re.findall(rf"collect_results --input_dir {SWEEP} .*?(?<!\\)\n", at_3000, re.S)
     rows_option = "--rows " + " ".join(f"'{row}'" if " " in row else row for row in FIRST_ROWS)
     assert len(commands) == 2
@@ -164,7 +171,97 @@ def test_the_sections_commands_name_the_first_rows():
 
 
 def test_every_table_at_3000_steps_is_a_checked_one():
-    at_3000 = REPORT[REPORT.index("## At 3,000 steps"):REPORT.index("## Not run")]
+    at_3000 = REPORT[REPORT.index("## At 3,000 steps"):REPORT.index(EVERY_ROW_HEADING)]
     names = re.findall(r"<!-- t3000:(\w+) -->", at_3000)
     assert sorted(names) == sorted(["curves", "equilibrium", "peers", *WHOLE_TABLES])
     assert len(parse_tables(at_3000)) == len(names)
+
+
+# The "Every row" section: every complete row, read with one collect_results command.
+EVERY_ROW = REPORT[REPORT.index(EVERY_ROW_HEADING):REPORT.index("## Not run")]
+ALL_REFERENCES = ("Baseline", "DGE", "GradAvg")
+JOBS_PER_ROW = 2 * 3  # sources x trials
+
+
+def every_row_command() -> list[str]:
+    """The arguments of the section's collect_results command (line continuations joined)."""
+    (command,) = re.findall(rf"python -m domainbed_dge.collect_results --input_dir {SWEEP} .*?(?<!\\)\n",
+                            EVERY_ROW, re.S)
+    return shlex.split(re.sub(r"\\\n\s*", "", command).split(">")[0])
+
+
+def option(arguments: list[str], name: str) -> list[str]:
+    """The values of ``name`` up to the next option."""
+    values = arguments[arguments.index(name) + 1:]
+    return values[:next((i for i, value in enumerate(values) if value.startswith("--")), len(values))]
+
+
+@pytest.fixture(scope="module")
+def every_row():
+    """The committed sweep's finished runs, per row, and the section's printed markdown."""
+    from domainbed_dge.collect_results import keep_rows
+    from domainbed_dge.experiments.records import load_runs
+    from domainbed_dge.experiments.tables import report
+
+    loaded = load_runs(str(REPO / SWEEP), finished_only=True)
+    runs_of: dict[str, int] = {}
+    for run in loaded.runs:
+        runs_of[run.method] = runs_of.get(run.method, 0) + 1
+    rows = option(every_row_command(), "--rows")
+    keep_rows(loaded, rows)
+    return runs_of, rows, report(SWEEP, loaded, "markdown", tuple(option(every_row_command(), "--reference")))
+
+
+def test_every_row_reads_the_first_rows_and_every_complete_new_row(every_row):
+    runs_of, rows, _ = every_row
+    assert option(every_row_command(), "--reference") == list(ALL_REFERENCES)
+    assert rows[:len(FIRST_ROWS)] == list(FIRST_ROWS)
+    complete = {row for row, runs in runs_of.items() if runs == JOBS_PER_ROW}
+    assert set(rows) == complete, "a row is complete but not read, or read but not complete"
+    new_jobs = sum(runs_of.values()) - len(FIRST_ROWS) * JOBS_PER_ROW
+    status = re.search(r"\*\*Status at this commit: (\d+) of the 90 new jobs", EVERY_ROW)
+    assert status and int(status.group(1)) == new_jobs
+
+
+def test_the_overview_is_printed_whole_by_collect_results(every_row):
+    assert parse_tables(marked("overview", "all")) == parse_tables(section(every_row[2], "overview"))
+
+
+@pytest.mark.parametrize("name", ["curves", "diagnostics"])
+def test_a_marked_table_of_every_row_is_a_choice_of_collect_results_rows_and_columns(every_row, name):
+    (table,) = parse_tables(section(every_row[2], name))
+    full = {tuple(row[:2]): dict(zip(table[0][2:], row[2:])) for row in table[1:]}
+    (shown,) = parse_tables(marked(name, "all"))
+    assert shown[0][:2] == table[0][:2] and len(shown) > 1
+    for row in shown[1:]:
+        assert tuple(row[:2]) in full, row[:2]
+        assert dict(zip(shown[0][2:], row[2:])) == {step: full[tuple(row[:2])][step] for step in shown[0][2:]}
+
+
+def overview_rows(every_row) -> dict[str, dict[str, str]]:
+    (table,) = parse_tables(section(every_row[2], "overview"))
+    return {row[1]: dict(zip(table[0], row)) for row in table[1:]}
+
+
+def test_the_rankings_sentences_follow_from_the_overview(every_row):
+    rows = overview_rows(every_row)
+    for reference in ("Baseline", "DGE"):
+        better = [row for row, cells in rows.items() if row != reference
+                  and interval_above_zero(cells[f"vs {reference}"])]
+        line = re.search(rf"^\*\*Detectably better than {re.escape(reference)}\*\* \(.*?\): (.*)$", EVERY_ROW, re.M)
+        assert line, reference
+        assert line.group(1).rstrip(".") == (", ".join(better) or "none"), reference
+
+
+def test_the_answer_for_every_row_is_the_overview(every_row):
+    answer = REPORT[REPORT.index("## Answer for every row"):REPORT.index(FIRST_ANSWER_HEADING)]
+    (table,) = parse_tables(answer)
+    rows = overview_rows(every_row)
+    assert table[0] == ["row", "rank", "Avg", "vs Baseline", "vs DGE", "vs GradAvg"]
+    readings = [row for row in rows if row.startswith("DGE")]
+    assert [row[0] for row in table[1:]] == readings  # every DGE reading, in rank order
+    for row in table[1:]:
+        cells = rows[row[0]]
+        assert row[1:] == [f"{cells['Rank']} of {len(rows)}", cells["Avg"], cells["vs Baseline"], cells["vs DGE"],
+                           cells["vs GradAvg"]], row[0]
+
