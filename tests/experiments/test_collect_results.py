@@ -16,6 +16,9 @@ from domainbed_dge.experiments.records import load_runs
 from domainbed_dge.experiments.selection import ORACLE, SOURCE_VALIDATION, select
 
 DATASET = "ToyShift"  # unknown to DomainBed: environments are named env0, env1, env2
+#: How the over-training tables of logged values say what a cell is.
+OVER_TRAINING = ("by checkpoint step: mean over the runs of every source and trial, each value the mean over the "
+                 "steps since the previous checkpoint")
 
 
 def train_record(*, algorithm, test_envs, trial_seed, hparams_seed, step, in_acc, out_acc, output_dir,
@@ -194,18 +197,27 @@ def test_a_target_that_was_trained_on_is_a_bad_record(tmp_path):
     assert "sweep_targets [0] is not a non-empty list of test environments" in warnings[0]
 
 
+#: Target accuracy by (source, trial) of two rows, for the paired tables.
+CONTROL_PAIRS = {(0, 0): .50, (0, 1): .52, (1, 0): .40, (1, 1): .44}
+DGE_PAIRS = {(0, 0): .60, (0, 1): .50, (1, 0): .46, (1, 1): .46}
+
+
+def write_pairs(sweep_dir: Path, accuracies: dict[str, dict[tuple[int, int], float]]) -> None:
+    """One finished one-checkpoint DGE run per row label and (source, trial): every
+    target at the given accuracy, the source at 1.0 (0.5 on every out split)."""
+    for label, by_pair in accuracies.items():
+        for (source, trial), accuracy in by_pair.items():
+            in_acc = [accuracy] * 3
+            in_acc[source] = 1.0
+            write_run(sweep_dir, f"{label}_{source}_{trial}".replace(" ", ""), [(in_acc, [.5] * 3)], source=source,
+                      trial_seed=trial, hparams_seed=0, algorithm="DGE",
+                      hparams={"sweep_variant": label} if label != "DGE" else None)
+
+
 def test_paired_differences_to_the_step_matched_control(tmp_path):
     # Sources 0 and 1, trials 0 and 1. DGE minus control: +0.10, -0.02, +0.06, +0.02
     # (mean +4.0 points, sample std 5.16, t(0.975, 3) = 3.182: half-width 8.22).
-    control = {(0, 0): .50, (0, 1): .52, (1, 0): .40, (1, 1): .44}
-    dge = {(0, 0): .60, (0, 1): .50, (1, 0): .46, (1, 1): .46}
-    for label, accuracies in (("GradAvg x K", control), ("DGE", dge)):
-        for (source, trial), accuracy in accuracies.items():
-            in_acc = [accuracy] * 3
-            in_acc[source] = 1.0
-            write_run(tmp_path, f"{label}_{source}_{trial}".replace(" ", ""), [(in_acc, [.5] * 3)], source=source,
-                      trial_seed=trial, hparams_seed=0, algorithm="DGE",
-                      hparams={"sweep_variant": label} if label != "DGE" else None)
+    write_pairs(tmp_path, {"GradAvg x K": CONTROL_PAIRS, "DGE": DGE_PAIRS})
     output = tables.report(str(tmp_path), load_runs(str(tmp_path)), "text")
     title = f"{DATASET}, {SOURCE_VALIDATION} selection: paired difference to GradAvg x K over (source, trial) pairs"
     rows = text_table(output, title + ", target accuracy in points")
@@ -216,16 +228,7 @@ def test_paired_differences_to_the_step_matched_control(tmp_path):
 def test_the_overview_ranks_the_rows_beside_their_paired_difference_to_each_reference(tmp_path, capsys):
     # GradAvg x K: 51.0 from source 0, 42.0 from source 1; DGE: 55.0, 46.0 (the pairs of the
     # test above); Baseline ran source 0, trial 0 only (45.0): no Avg, unranked, last.
-    accuracies = {"GradAvg x K": {(0, 0): .50, (0, 1): .52, (1, 0): .40, (1, 1): .44},
-                  "DGE": {(0, 0): .60, (0, 1): .50, (1, 0): .46, (1, 1): .46},
-                  "Baseline": {(0, 0): .45}}
-    for label, by_pair in accuracies.items():
-        for (source, trial), accuracy in by_pair.items():
-            in_acc = [accuracy] * 3
-            in_acc[source] = 1.0
-            write_run(tmp_path, f"{label}_{source}_{trial}".replace(" ", ""), [(in_acc, [.5] * 3)], source=source,
-                      trial_seed=trial, hparams_seed=0, algorithm="DGE",
-                      hparams={"sweep_variant": label} if label != "DGE" else None)
+    write_pairs(tmp_path, {"GradAvg x K": CONTROL_PAIRS, "DGE": DGE_PAIRS, "Baseline": {(0, 0): .45}})
     assert collect_results.main(["--input_dir", str(tmp_path), "--reference", "GradAvg x K", "DGE"]) == 0
     output = capsys.readouterr().out
     title = (f"{DATASET}, {SOURCE_VALIDATION} selection: overview, rows ranked by average target accuracy: accuracy "
@@ -316,9 +319,7 @@ def test_equilibrium_over_training_averages_the_runs_at_each_common_checkpoint(t
                   hparams_seed=0, algorithm="DGE", step_extras=step_extras)
     write_run(sweep, "erm_0", checkpoints, source=0, trial_seed=0, hparams_seed=0, algorithm="ERM")
     output = run_module("domainbed_dge.collect_results", "--input_dir", str(sweep), cwd=tmp_path).stdout
-    rows = text_table(output, f"{DATASET}: DGE's equilibrium over training, by checkpoint step: mean over the runs "
-                              "of every source and trial, each value the mean over the steps since the previous "
-                              "checkpoint")
+    rows = text_table(output, f"{DATASET}: DGE's equilibrium over training, {OVER_TRAINING}")
     assert rows == [
         ["Method", "quantity", "0", "1"],
         ["DGE", "mean w_k", "1.000", "0.500"],  # (0.6 + 0.4) / 2
@@ -339,10 +340,8 @@ def test_own_diagnostics_are_every_other_logged_number_of_a_method(tmp_path):
     write_run(sweep, "dge_0", checkpoints, source=0, trial_seed=0, hparams_seed=0, algorithm="DGE",
               extra={"dge_weight_0": 1.0, "dge_net_vs_gradavg": 0.2, "pair_conflict_fraction": 0.25})
     write_run(sweep, "erm_0", checkpoints, source=0, trial_seed=0, hparams_seed=0, algorithm="ERM")
-    output = run_module("domainbed_dge.collect_results", "--input_dir", str(sweep), cwd=tmp_path).stdout
-    rows = text_table(output, f"{DATASET}: each method's own diagnostics over training, by checkpoint step: mean "
-                              "over the runs of every source and trial, each value the mean over the steps since "
-                              "the previous checkpoint")
+    output = tables.report(str(sweep), load_runs(str(sweep)), "text")
+    rows = text_table(output, f"{DATASET}: each method's own diagnostics over training, {OVER_TRAINING}")
     assert rows == [
         ["Method", "quantity", "0", "1"],
         ["DGE", "pair_conflict_fraction", "0.250", "0.250"],
