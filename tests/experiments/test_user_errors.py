@@ -66,7 +66,8 @@ def test_sweep_suggests_the_nearest_algorithm(tmp_path):
 @pytest.mark.domainbed
 def test_unreadable_data_is_refused_unless_skipped_and_failed_jobs_fail_the_sweep(tmp_path):
     args = ("launch", "--datasets", "RotatedMNIST", "--algorithms", "ERM", "--n_trials", "1", "--n_hparams", "1",
-            "--steps", "1", "--data_dir", str(tmp_path / "empty"), "--output_dir", str(tmp_path / "out"),
+            "--steps", "1", "--sources", "0", "1", "--data_dir", str(tmp_path / "empty"),
+            "--output_dir", str(tmp_path / "out"),
             "--command_launcher", "local", "--skip_confirmation")
     refused = run_cli("domainbed_dge.sweep", *args, cwd=tmp_path)
     assert refused.returncode != 0
@@ -74,9 +75,9 @@ def test_unreadable_data_is_refused_unless_skipped_and_failed_jobs_fail_the_swee
     assert not (tmp_path / "out").exists()
     launched = run_cli("domainbed_dge.sweep", *args, "--skip_data_check", cwd=tmp_path)
     assert launched.returncode == 1
-    assert "error: 6 of the 6 jobs launched failed; their logs:" in launched.stderr
-    assert launched.stderr.count("err.txt") == 6
-    assert "Now: 6 jobs: 0 done, 6 incomplete, 0 not launched." in launched.stdout
+    assert "error: 2 of the 2 jobs launched failed; their logs:" in launched.stderr
+    assert launched.stderr.count("err.txt") == 2
+    assert "Now: 2 jobs: 0 done, 2 incomplete, 0 not launched." in launched.stdout
 
 
 @pytest.mark.parametrize("module", ["domainbed_dge.sweep", "domainbed_dge.benchmark"])
