@@ -144,6 +144,11 @@ class DatasetResults:
         """Target accuracy (mean over targets) of each trial."""
         return [selection.accuracy for selection in self.trials(method, source)]
 
+    def scores(self, method: str, source: int) -> list[float]:
+        """Each trial's selection score: for source validation selection, the chosen
+        checkpoint's accuracy on the source's ``out`` split."""
+        return [selection.score for selection in self.trials(method, source)]
+
     def target_matrix(self, method: str) -> list[list[float | None]]:
         """``[source][target]``: accuracy on the target's ``in`` split, mean over trials;
         ``None`` on the diagonal, for environments that are not targets, and where no
@@ -195,8 +200,7 @@ def accuracy_table(results: DatasetResults, fmt: str) -> tuple[list[str], list[l
 def validation_table(results: DatasetResults, fmt: str) -> tuple[list[str], list[list[str]]]:
     """Header and rows of the selection scores: for source-validation selection, the
     chosen checkpoint's accuracy (%) on the source's ``out`` split, mean ± std over trials."""
-    return per_source_table(results, fmt, lambda method, source: [
-        selection.score for selection in results.trials(method, source)])
+    return per_source_table(results, fmt, results.scores)
 
 
 def matrix_table(results: DatasetResults, method: str) -> tuple[list[str], list[list[str]]]:
@@ -454,16 +458,20 @@ def paired_table(results: DatasetResults, reference: str) -> tuple[list[str], li
     header = ["Method", "pairs", "mean diff (points)", "95% interval", "wins", "losses"]
     rows = []
     for paired in paired_differences(results, reference):
-        mean, shown = interval_cell(paired).split(" ", 1)
-        rows.append([paired.method, str(len(paired.differences)), mean, shown, str(paired.wins), str(paired.losses)])
+        rows.append([paired.method, str(len(paired.differences)), f"{paired.mean:+.1f}", interval_text(paired),
+                     str(paired.wins), str(paired.losses)])
     return header, rows
 
 
-def interval_cell(paired: PairedDifference) -> str:
-    """``mean [low, high]`` in points; the interval ``MISSING`` for one pair."""
+def interval_text(paired: PairedDifference) -> str:
+    """``[low, high]`` in points; ``MISSING`` for one pair."""
     interval = paired.interval
-    shown = MISSING if interval is None else f"[{interval[0]:+.1f}, {interval[1]:+.1f}]"
-    return f"{paired.mean:+.1f} {shown}"
+    return MISSING if interval is None else f"[{interval[0]:+.1f}, {interval[1]:+.1f}]"
+
+
+def interval_cell(paired: PairedDifference) -> str:
+    """``mean [low, high]`` in points."""
+    return f"{paired.mean:+.1f} {interval_text(paired)}"
 
 
 def overview_table(results: DatasetResults, references: Sequence[str],
@@ -482,15 +490,12 @@ def overview_table(results: DatasetResults, references: Sequence[str],
                  for source in results.sources]
         return means, None if None in means else statistics.fmean(means)
 
-    def validation(method: str, source: int) -> list[float]:
-        return [selection.score for selection in results.trials(method, source)]
-
     entries = []
     for method in results.methods:
         means, avg = average(results.accuracies, method)
         shown = [MISSING if value is None else f"{value:.1f}" for value in [*means, avg]]
         if with_validation:
-            _, validation_avg = average(validation, method)
+            _, validation_avg = average(results.scores, method)
             shown.append(MISSING if validation_avg is None else f"{validation_avg:.1f}")
         for reference in references:
             paired = paired_of[reference].get(method)
