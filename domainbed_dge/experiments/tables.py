@@ -175,6 +175,15 @@ def format_cell(values: Sequence[float], fmt: str) -> str:
     return f"{mean:.1f} {PLUS_MINUS[fmt]} {std:.1f} ({len(values)})"
 
 
+def source_means(results: DatasetResults, values_of: Callable[[str, int], list[float]],
+                 method: str) -> tuple[list[float | None], float | None]:
+    """``method``'s mean (%) of ``values_of`` per source (``None`` without values), and
+    the mean of those means (``None`` when a source has none)."""
+    means = [mean_and_std(values)[0] if (values := values_of(method, source)) else None
+             for source in results.sources]
+    return means, None if None in means else statistics.fmean(means)
+
+
 def per_source_table(results: DatasetResults, fmt: str,
                      values_of: Callable[[str, int], list[float]]) -> tuple[list[str], list[list[str]]]:
     """Header and rows of ``values_of(method, source)`` (fractions, one per trial): mean ±
@@ -182,12 +191,9 @@ def per_source_table(results: DatasetResults, fmt: str,
     header = ["Algorithm", *(results.environments[source] for source in results.sources), "Avg"]
     rows = []
     for method in results.methods:
-        cells, means = [], []
-        for source in results.sources:
-            values = values_of(method, source)
-            cells.append(format_cell(values, fmt))
-            means.append(mean_and_std(values)[0] if values else None)
-        rows.append([method, *cells, MISSING if None in means else f"{statistics.fmean(means):.1f}"])
+        cells = [format_cell(values_of(method, source), fmt) for source in results.sources]
+        _, average = source_means(results, values_of, method)
+        rows.append([method, *cells, MISSING if average is None else f"{average:.1f}"])
     return header, rows
 
 
@@ -485,17 +491,12 @@ def overview_table(results: DatasetResults, references: Sequence[str],
     paired_of = {reference: {paired.method: paired for paired in paired_differences(results, reference)}
                  for reference in references}
 
-    def average(values_of: Callable[[str, int], list[float]], method: str) -> tuple[list[float | None], float | None]:
-        means = [mean_and_std(values)[0] if (values := values_of(method, source)) else None
-                 for source in results.sources]
-        return means, None if None in means else statistics.fmean(means)
-
     entries = []
     for method in results.methods:
-        means, avg = average(results.accuracies, method)
+        means, avg = source_means(results, results.accuracies, method)
         shown = [MISSING if value is None else f"{value:.1f}" for value in [*means, avg]]
         if with_validation:
-            _, validation_avg = average(results.scores, method)
+            _, validation_avg = source_means(results, results.scores, method)
             shown.append(MISSING if validation_avg is None else f"{validation_avg:.1f}")
         for reference in references:
             paired = paired_of[reference].get(method)
