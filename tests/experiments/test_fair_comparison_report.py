@@ -227,7 +227,7 @@ def test_the_overview_is_printed_whole_by_collect_results(every_row):
     assert parse_tables(marked("overview", "all")) == parse_tables(section(every_row[2], "overview"))
 
 
-@pytest.mark.parametrize("name", ["curves", "diagnostics"])
+@pytest.mark.parametrize("name", ["curves", "diagnostics", "equilibrium"])
 def test_a_marked_table_of_every_row_is_a_choice_of_collect_results_rows_and_columns(every_row, name):
     (table,) = parse_tables(section(every_row[2], name))
     full = {tuple(row[:2]): dict(zip(table[0][2:], row[2:])) for row in table[1:]}
