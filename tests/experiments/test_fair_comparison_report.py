@@ -3,9 +3,10 @@
 Every table the report marks ``<!-- t3000:NAME -->`` (the first 11 rows) or
 ``<!-- all:NAME -->`` (every complete row) is printed by ``collect_results`` from
 ``reports/rotated_mnist_fair/sweep`` (whole, or as a choice of its rows and checkpoint
-columns), every cell of the report's two answers is a cell of those tables, each
-verdict there agrees with its intervals, and the rows the "Every row" section reads
-are exactly the complete ones. An edit to the results or to the report that breaks
+columns), the tables marked ``<!-- all:runs ROW -->`` are each run's selected
+checkpoint in the committed results, every cell of the report's two answers is a cell
+of those tables, each verdict there agrees with its intervals, and the rows the "Every
+row" section reads are exactly the complete ones. An edit to the results or to the report that breaks
 this fails here.
 """
 
@@ -265,3 +266,28 @@ def test_the_answer_for_every_row_is_the_overview(every_row):
         assert row[1:] == [f"{cells['Rank']} of {len(rows)}", cells["Avg"], cells["vs Baseline"], cells["vs DGE"],
                            cells["vs GradAvg"]], row[0]
 
+
+
+PER_RUN_HEADER = ["source, trial", "selected step", "source validation", "target accuracy", "final training loss"]
+PER_RUN_ROWS = re.findall(r"<!-- all:runs (.+?) -->", EVERY_ROW)
+
+
+def test_every_per_run_table_is_marked():
+    tables = [table for table in parse_tables(EVERY_ROW) if table[0] == PER_RUN_HEADER]
+    assert PER_RUN_ROWS and len(tables) == len(PER_RUN_ROWS)
+
+
+@pytest.mark.parametrize("row", PER_RUN_ROWS)
+def test_a_per_run_table_is_each_runs_selected_checkpoint(row):
+    """Each (source, trial) of the row: the checkpoint source validation selects, its
+    accuracies, and the run's last logged training loss, from the committed results."""
+    from domainbed_dge.experiments.records import load_runs
+    from domainbed_dge.experiments.selection import SOURCE_VALIDATION, select
+
+    selections = select(load_runs(str(REPO / SWEEP), finished_only=True).runs, SOURCE_VALIDATION)
+    expected = [[f"{15 * source}, {trial}", f"{chosen.record['step']:,}", f"{100 * chosen.score:.1f}",
+                 f"{100 * chosen.accuracy:.1f}", f"{chosen.run.records[-1]['loss']:.3f}"]
+                for (_, method, source, trial), chosen in sorted(selections.items()) if method == row]
+    assert len(expected) == JOBS_PER_ROW, row
+    (table,) = parse_tables(marked(f"runs {row}", "all"))
+    assert table == [PER_RUN_HEADER, *expected]
