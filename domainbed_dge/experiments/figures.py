@@ -33,7 +33,8 @@ from typing import Sequence
 
 from domainbed_dge.experiments.records import Run, load_runs
 from domainbed_dge.experiments.selection import SOURCE_VALIDATION, select
-from domainbed_dge.experiments.tables import WEIGHT_KEY, DatasetResults
+from domainbed_dge.experiments.dataset_results import DatasetResults
+from domainbed_dge.experiments.over_training import WEIGHT_KEY
 
 DIAGNOSTICS = ("dge_net_vs_gradavg", "pair_conflict_fraction", "coordinate_conflict_fraction", "grad_cosine",
                "direction_norm_ratio", "dge_adjusted_pairs")

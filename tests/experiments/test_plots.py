@@ -12,7 +12,7 @@ from conftest import run_module
 from domainbed_dge.experiments import figures as drawing
 from domainbed_dge.experiments.records import load_runs
 from domainbed_dge.experiments.selection import SOURCE_VALIDATION, select
-from domainbed_dge.experiments.tables import DatasetResults
+from domainbed_dge.experiments.dataset_results import DatasetResults
 from test_collect_results import write_run
 
 pytest.importorskip("matplotlib")

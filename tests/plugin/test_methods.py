@@ -69,7 +69,7 @@ def test_domainbed_gets_one_class_per_entry_with_its_summary():
 
 def test_rows_are_labelled_and_ordered_by_the_registry():
     from domainbed_dge.experiments.records import label_of
-    from domainbed_dge.experiments.tables import ALGORITHM_ORDER
+    from domainbed_dge.experiments.dataset_results import ALGORITHM_ORDER
 
     assert ALGORITHM_ORDER == ("ERM", *methods.NAMES)
     assert label_of("AgrSum") == "Agr-Sum" and label_of("ERM") == "ERM"
