@@ -25,6 +25,8 @@ REPORT = (REPO / "reports" / "fair_comparison.md").read_text()
 FIRST_ANSWER_HEADING = "## Answer for the first 11 rows"
 EVERY_ROW_HEADING = "## Every row of the paper's comparison"
 SWEEP = "reports/rotated_mnist_fair/sweep"
+#: Where the "Every row" section's command prints every table the section shows.
+ALL_TABLES = "reports/rotated_mnist_fair/collect_results_all.md"
 CONTROL, BASELINE, BASELINE_RA = "GradAvg x K", "Baseline", "Baseline + RandAugment"
 #: The Answer's first column, by its opening words, and the row label each stands for.
 READINGS = {"DGE, literal": "DGE", "DGE, reset weights": "DGE (reset weights)",
@@ -185,9 +187,11 @@ JOBS_PER_ROW = 2 * 3  # sources x trials
 
 
 def every_row_command() -> list[str]:
-    """The arguments of the section's collect_results command (line continuations joined)."""
-    (command,) = re.findall(rf"python -m domainbed_dge.collect_results --input_dir {SWEEP} .*?(?<!\\)\n",
-                            EVERY_ROW, re.S)
+    """The arguments of the section's collect_results command that prints its tables
+    into ``ALL_TABLES`` (line continuations joined)."""
+    commands = re.findall(rf"python -m domainbed_dge.collect_results --input_dir {SWEEP} .*?(?<!\\)\n",
+                          EVERY_ROW, re.S)
+    (command,) = (command for command in commands if f"> {ALL_TABLES}" in command)
     return shlex.split(re.sub(r"\\\n\s*", "", command).split(">")[0])
 
 
