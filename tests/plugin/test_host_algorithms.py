@@ -147,7 +147,7 @@ def test_with_one_environment_these_are_erm(name, tolerance):
     for minibatch in batches(3):
         theirs.update([minibatch])
         erm.update([minibatch])
-    moved = max(float((p - q).abs().max()) for p, q in zip(erm.network.parameters(), build(
+    moved = max(float((p - q).detach().abs().max()) for p, q in zip(erm.network.parameters(), build(
         algorithms.get_algorithm_class("ERM"), hparams("ERM")).network.parameters()))
     assert moved > 1e-3
     for p, q in zip(theirs.network.parameters(), erm.network.parameters(), strict=True):
