@@ -22,6 +22,11 @@ TINY = torch.finfo(torch.float64).tiny
 #: written), or against the original S_j (PCGrad's convention).
 ADJUST_AGAINST = ("adjusted", "original")
 
+#: Eq. 8 readings: the gradient of Eq. 7's objective divided by sum_k |S'_k|^2, so that
+#: the step size does not depend on the gradients' scale ("normalized"), or as written,
+#: ``2 S' S'^T w`` ("literal").
+WEIGHT_GRADIENTS = ("normalized", "literal")
+
 
 @dataclass(frozen=True)
 class Equilibrium:
@@ -76,13 +81,17 @@ def adjustment(specific_gram: torch.Tensor, alpha: float, against: str = "adjust
     return C, adjusted
 
 
-def reweighted(adjusted_gram: torch.Tensor, weights: torch.Tensor, weight_lr: float, weight_steps: int) -> torch.Tensor:
-    """Eqs. 7-8: projected gradient steps on ``f(w) = |sum_k w_k S'_k|^2 / sum_k |S'_k|^2``.
+def reweighted(
+    adjusted_gram: torch.Tensor, weights: torch.Tensor, weight_lr: float, weight_steps: int, gradient: str = "normalized"
+) -> torch.Tensor:
+    """Eqs. 7-8: projected gradient steps on ``f(w) = |sum_k w_k S'_k|^2``, whose gradient
+    is ``2 S' S'^T w`` (``adjusted_gram`` is ``S' S'^T``).
 
-    ``adjusted_gram`` is ``S' S'^T``; the normalisation makes the step size independent
-    of the gradients' scale. Weights stay in [0, 1].
+    ``gradient="normalized"`` divides it by ``sum_k |S'_k|^2``, which makes the step size
+    independent of the gradients' scale; ``"literal"`` takes it as Eqs. 7-8 write it, so
+    the step grows with the square of the gradients. Weights stay in [0, 1].
     """
-    scale = float(adjusted_gram.trace()) + TINY
+    scale = float(adjusted_gram.trace()) + TINY if gradient == "normalized" else 1.0
     for _ in range(weight_steps):
         weights = (weights - weight_lr * 2.0 * (adjusted_gram @ weights) / scale).clamp(0.0, 1.0)
     return weights
@@ -98,6 +107,7 @@ def equilibrium_mixing(
     adjust: bool = True,
     reweight: bool = True,
     adjust_against: str = "adjusted",
+    weight_gradient: str = "normalized",
 ) -> Equilibrium:
     """Eqs. 3-9 on the host: the mixing matrix ``M = I - diag(w) C (I - 11^T / K)``.
 
@@ -105,7 +115,7 @@ def equilibrium_mixing(
     The options are :func:`equilibrate`'s.
     """
     K = gram.num_domains
-    _check_options(K, weights, alpha, weight_lr, weight_steps, adjust_against)
+    _check_options(K, weights, alpha, weight_lr, weight_steps, adjust_against, weight_gradient)
     weights = weights.detach().to("cpu", torch.float64)
     if adjust:
         C, adjusted_pairs = adjustment(gram.specific, alpha, adjust_against)
@@ -113,7 +123,7 @@ def equilibrium_mixing(
         C, adjusted_pairs = torch.eye(K, dtype=torch.float64), 0
     adjusted_gram = C @ gram.specific @ C.T
     if reweight:
-        weights = reweighted(adjusted_gram, weights, weight_lr, weight_steps)
+        weights = reweighted(adjusted_gram, weights, weight_lr, weight_steps, weight_gradient)
     centring = torch.eye(K, dtype=torch.float64) - 1.0 / K
     mixing = torch.eye(K, dtype=torch.float64) - weights.unsqueeze(1) * (C @ centring)
     residual_sq = float((weights @ adjusted_gram @ weights).clamp(min=0))
@@ -122,7 +132,9 @@ def equilibrium_mixing(
     return Equilibrium(mixing, weights, adjusted_pairs, net_vs_gradavg)
 
 
-def _check_options(K: int, weights: torch.Tensor, alpha, weight_lr, weight_steps, adjust_against: str) -> None:
+def _check_options(
+    K: int, weights: torch.Tensor, alpha, weight_lr, weight_steps, adjust_against: str, weight_gradient: str
+) -> None:
     """Raise ValueError naming the first option :func:`equilibrium_mixing` cannot use."""
     problems = (
         ("weights", tuple(weights.shape), tuple(weights.shape) == (K,), f"shape ({K},), one weight per domain"),
@@ -131,6 +143,7 @@ def _check_options(K: int, weights: torch.Tensor, alpha, weight_lr, weight_steps
         ("weight_steps", weight_steps, isinstance(weight_steps, int) and not isinstance(weight_steps, bool)
          and weight_steps >= 0, "an integer >= 0"),
         ("adjust_against", adjust_against, adjust_against in ADJUST_AGAINST, ", ".join(ADJUST_AGAINST)),
+        ("weight_gradient", weight_gradient, weight_gradient in WEIGHT_GRADIENTS, ", ".join(WEIGHT_GRADIENTS)),
     )
     for name, value, ok, allowed in problems:
         if not ok:
@@ -147,11 +160,13 @@ def equilibrate(
     adjust: bool = True,
     reweight: bool = True,
     adjust_against: str = "adjusted",
+    weight_gradient: str = "normalized",
 ) -> Equilibrium:
     """Refine the K x P domain gradients ``G`` into K equilibrium directions.
 
     ``adjust`` and ``reweight`` switch Eqs. 5-6 and 7-8 off (Table 6);
-    ``adjust_against`` is the reading of Eqs. 5-6 (see :func:`adjustment`).
+    ``adjust_against`` is the reading of Eqs. 5-6 (see :func:`adjustment`) and
+    ``weight_gradient`` that of Eq. 8 (see :func:`reweighted`).
 
     >>> G = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
     >>> result = equilibrate(G, torch.ones(2), adjust=False)
@@ -170,6 +185,7 @@ def equilibrate(
         adjust=adjust,
         reweight=reweight,
         adjust_against=adjust_against,
+        weight_gradient=weight_gradient,
     )
     directions = step.mixing.to(G.device, G.dtype) @ G
     return replace(step, weights=step.weights.to(G.device, G.dtype), directions=directions)

@@ -39,6 +39,7 @@ def reference_equilibrate(
     adjust: bool = True,
     reweight: bool = True,
     adjust_against: str = "adjusted",
+    weight_gradient: str = "normalized",
 ) -> tuple[list[Gradient], list[float], int]:
     """Refine K per-parameter domain gradients; return the directions ``d_k``, the new
     weights and the number of adjusted ordered pairs."""
@@ -67,10 +68,11 @@ def reference_equilibrate(
                     scale = inner / norm_j_sq
                     specific[i] = [s_i - scale * s_j for s_i, s_j in zip(specific[i], other)]
                     adjusted += 1
-    # Reweight (Eqs. 7-8): projected gradient steps on |sum_k w_k S'_k|^2 / sum_k |S'_k|^2.
+    # Reweight (Eqs. 7-8): projected gradient steps on |sum_k w_k S'_k|^2, the gradient
+    # divided by sum_k |S'_k|^2 ("normalized") or as written ("literal").
     weights = [float(w) for w in weights]
     if reweight:
-        total = sum(float(dot(s, s)) for s in specific) + TINY
+        total = sum(float(dot(s, s)) for s in specific) + TINY if weight_gradient == "normalized" else 1.0
         for _ in range(weight_steps):
             combined = [sum(weights[k] * specific[k][p] for k in range(K)) for p in range(num_parameters)]
             weights = [

@@ -27,7 +27,7 @@ from domainbed_dge.core.combiners import (
     GradAvgCombiner,
     PCGradCombiner,
 )
-from domainbed_dge.core.equilibrium import ADJUST_AGAINST
+from domainbed_dge.core.equilibrium import ADJUST_AGAINST, WEIGHT_GRADIENTS
 from domainbed_dge.core.mixstyle import MIXES, MixStyle
 from domainbed_dge.core.peers import PCGRAD_ORDERS, PCGRAD_REDUCTIONS
 from domainbed_dge.core.random_convolutions import (
@@ -94,6 +94,7 @@ def equilibrium_options(hparams: dict) -> dict:
         adjust=hparams["dge_adjust"],
         reweight=hparams["dge_reweight"],
         adjust_against=hparams["dge_adjust_against"],
+        weight_gradient=hparams["dge_weight_gradient"],
     )
 
 
@@ -110,6 +111,7 @@ DGE_HPARAMS = (
            "an integer >= 0 (steps of Eq. 8 per iteration)", lambda v: is_int(v, 0)),
     choice("dge_weights", WEIGHT_MODES, "Eq. 8's weights kept across iterations, or reset to 1 each one"),
     choice("dge_adjust_against", ADJUST_AGAINST, "Eqs. 5-6 project against the adjusted or the original S_j"),
+    choice("dge_weight_gradient", WEIGHT_GRADIENTS, "Eq. 8's gradient divided by sum_k |S'_k|^2, or as written"),
     choice("dge_update", UPDATES, "K optimizer steps, one per d_k, or one step with their mean"),
     _flag("dge_adjust", "Eqs. 5-6 on or off"),
     _flag("dge_reweight", "Eqs. 7-8 on or off"),

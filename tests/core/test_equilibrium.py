@@ -43,11 +43,14 @@ CASES = [(K, shared, steps) for K in (2, 3, 4, 5) for shared in (0.0, 0.9) for s
 @pytest.mark.parametrize("K,shared,steps", CASES)
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("against", ["adjusted", "original"])
-def test_matches_the_loop_reference(K, shared, steps, dtype, against):
+@pytest.mark.parametrize("weight_gradient,weight_lr", [("normalized", 0.5), ("literal", 0.002)])
+def test_matches_the_loop_reference(K, shared, steps, dtype, against, weight_gradient, weight_lr):
+    # The literal step's lr keeps its weights off the clamp at [0, 1] for these |S|^2 ~ 257.
     G = correlated_gradients(K, 257, shared, seed=K * 10 + steps, dtype=dtype)
     weights = torch.rand(K, generator=torch.Generator().manual_seed(K))
-    expected, expected_weights, expected_adjusted = reference(G, weights, 0.3, 0.5, steps, adjust_against=against)
-    result = equilibrate(G, weights, alpha=0.3, weight_lr=0.5, weight_steps=steps, adjust_against=against)
+    options = dict(adjust_against=against, weight_gradient=weight_gradient)
+    expected, expected_weights, expected_adjusted = reference(G, weights, 0.3, weight_lr, steps, **options)
+    result = equilibrate(G, weights, alpha=0.3, weight_lr=weight_lr, weight_steps=steps, **options)
     tolerance = 1e-4 if dtype == torch.float32 else 1e-10
     assert result.directions.dtype == dtype and result.weights.dtype == dtype
     torch.testing.assert_close(result.directions.double(), expected, rtol=tolerance, atol=tolerance)
@@ -83,6 +86,39 @@ def test_pinned_values():
     torch.testing.assert_close(
         result.directions, torch.tensor([[0.5, 1.0, 1.0], [5.5, 1.0, 1.0]], dtype=torch.float64)
     )
+
+
+@pytest.mark.parametrize(
+    "weight_lr,weights,directions",
+    [
+        # grad f = 2 S S^T w = (50, -50): w = clip((1, 0) - 0.1 (50, -50)) = (0, 1).
+        (0.1, [0.0, 1.0], [[-4.0, 1.0, 1.0], [1.0, 1.0, 1.0]]),
+        # A step off the clamp: w = (1, 0) - 0.001 (50, -50) = (0.95, 0.05).
+        (0.001, [0.95, 0.05], [[0.75, 1.0, 1.0], [5.75, 1.0, 1.0]]),
+    ],
+)
+def test_literal_weight_gradient_pinned_values(weight_lr, weights, directions):
+    # The same G and start as test_pinned_values, whose normalised step gives (0.9, 0.1)
+    # at weight_lr 0.1: the literal gradient is sum_k |S_k|^2 = 50 times larger.
+    G = torch.tensor([[-4.0, 1.0, 1.0], [6.0, 1.0, 1.0]], dtype=torch.float64)
+    start = torch.tensor([1.0, 0.0], dtype=torch.float64)
+    result = equilibrate(G, start, weight_lr=weight_lr, weight_gradient="literal")
+    torch.testing.assert_close(result.weights, torch.tensor(weights, dtype=torch.float64))
+    torch.testing.assert_close(result.directions, torch.tensor(directions, dtype=torch.float64))
+
+
+@pytest.mark.parametrize("exponent", [-2, 2])
+def test_literal_weight_gradient_scales_with_the_gradients_squared(exponent):
+    # Scaling G by c scales Eq. 8's literal gradient by c^2, so weight_lr / c^2 on c G
+    # takes the same step; the normalised reading takes it at the same weight_lr.
+    G = correlated_gradients(3, 50, 0.9, seed=4)
+    weights = torch.tensor([0.9, 0.6, 0.3], dtype=torch.float64)
+    c = 10.0**exponent
+    base = equilibrate(G, weights, weight_lr=1e-3, weight_gradient="literal")
+    scaled = equilibrate(c * G, weights, weight_lr=1e-3 / c**2, weight_gradient="literal")
+    torch.testing.assert_close(scaled.weights, base.weights)
+    assert not torch.allclose(equilibrate(c * G, weights, weight_lr=1e-3, weight_gradient="literal").weights,
+                              base.weights)
 
 
 gradient_matrices = st.builds(
@@ -231,6 +267,7 @@ def test_two_domains_never_adjust_and_keep_unit_weights(G, alpha):
         ({"weight_lr": -0.1}, "weight_lr -0.1 is not allowed; allowed: a number > 0"),
         ({"weight_steps": -1}, "weight_steps -1 is not allowed; allowed: an integer >= 0"),
         ({"weight_steps": 1.0}, "weight_steps 1.0 is not allowed; allowed: an integer >= 0"),
+        ({"weight_gradient": "scaled"}, "weight_gradient 'scaled' is not allowed; allowed: normalized, literal"),
     ],
 )
 def test_bad_options_are_refused_naming_the_value_and_what_is_allowed(options, message):
