@@ -118,7 +118,43 @@ def read_results(output_dir: Path) -> list[dict]:
 def offline_data(tmp_path_factory) -> Path:
     """A DomainBed data_dir with 600 MNIST images (100 per RotatedMNIST environment)."""
     data_dir = tmp_path_factory.mktemp("data")
-    run_module("domainbed_dge.offline_data", "--data_dir", str(data_dir), "--num_images", "600", cwd=data_dir)
+    run_module("domainbed_dge.offline_data", "--data_dir", str(data_dir), "--datasets", "MNIST", "--num_images", "600",
+               cwd=data_dir)
+    return data_dir
+
+
+#: Run a module as ``python -m`` would, with every socket connection refused and logged
+#: (argv: the log file, the module, its arguments).
+OFFLINE_PRELUDE = """
+import runpy, socket, sys
+log_path, module, *arguments = sys.argv[1:]
+def refuse(*args, **kwargs):
+    with open(log_path, "a") as log:
+        log.write(f"connect {args[1:]!r}\\n")
+    raise OSError("network use refused by the test")
+socket.socket.connect = refuse
+socket.socket.connect_ex = refuse
+sys.argv = [module, *arguments]
+runpy.run_module(module, run_name="__main__", alter_sys=True)
+"""
+
+
+def run_offline(module: str, *args: str, network_log: Path, cwd: Path):
+    """``python -m module args`` with the network refused; its attempts go to ``network_log``."""
+    return subprocess.run([sys.executable, "-c", OFFLINE_PRELUDE, str(network_log), module, *args], cwd=cwd,
+                          env=subprocess_env(), capture_output=True, text=True, timeout=900)
+
+
+@pytest.fixture(scope="session")
+def offline_digits(tmp_path_factory) -> Path:
+    """A DomainBed data_dir with OfflineDigits, written by ``offline_data`` with the network
+    refused (``network.log`` beside it lists any attempt), and ``samples.png``."""
+    root = tmp_path_factory.mktemp("digits")
+    data_dir = root / "data"
+    result = run_offline("domainbed_dge.offline_data", "--data_dir", str(data_dir), "--datasets", "OfflineDigits",
+                         "--sample_grid", str(root / "samples.png"), network_log=root / "network.log", cwd=root)
+    if result.returncode != 0:
+        pytest.fail(f"offline_data exited {result.returncode}:\n{result.stdout[-4000:]}\n{result.stderr[-4000:]}")
     return data_dir
 
 

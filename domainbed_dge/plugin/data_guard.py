@@ -1,11 +1,13 @@
-"""One clear error instead of a download when ``--data_dir`` holds no MNIST.
+"""One clear error instead of a download when ``--data_dir`` holds no MNIST or no OfflineDigits.
 
 DomainBed's MNIST datasets (RotatedMNIST, ColoredMNIST) build torchvision's MNIST
 with ``download=True``: given a folder without the MNIST files, torchvision creates
 ``<data_dir>/MNIST/raw`` and tries the network, which offline fails after seconds and
 leaves the empty folder behind. The start-up hook makes them check the folder first
 (:func:`guard_mnist`) and refuse one without the files, naming it and the command
-that writes them; nothing is created. Standard library only.
+that writes them; nothing is created. The plugin's OfflineDigits reads the files
+named by :func:`digits_files` and refuses a folder lacking any of them the same way
+(:func:`check_digits`). Standard library only.
 """
 
 from __future__ import annotations
@@ -67,3 +69,45 @@ def guard_mnist(module) -> None:
 
     __init__.__guarded__ = True
     base.__init__ = __init__
+
+
+#: OfflineDigits' environments, in DomainBed's order (``--test_envs 1 2 3``: MNIST the source).
+#: OptDigits stands in for USPS (UCI optdigits: handwritten digits, upsampled as USPS is).
+DIGITS_ENVIRONMENTS = ("MNIST", "MNIST-M", "SYN", "OptDigits")
+#: The folder under ``--data_dir`` that holds them.
+DIGITS_FOLDER = "OfflineDigits"
+
+
+class DigitsNotFound(FileNotFoundError):
+    """``--data_dir`` holds no complete OfflineDigits."""
+
+
+def digits_files(data_dir: str, environment: str) -> tuple[str, str]:
+    """The images (N x 28 x 28 x 3, uint8) and labels (N, uint8) ``.npy`` files of one
+    OfflineDigits environment."""
+    folder = os.path.join(data_dir, DIGITS_FOLDER, environment)
+    return os.path.join(folder, "images.npy"), os.path.join(folder, "labels.npy")
+
+
+def missing_digits(data_dir: str) -> str | None:
+    """What OfflineDigits lacks in ``data_dir``, or None when every file is there."""
+    if not os.path.isdir(os.path.join(data_dir, DIGITS_FOLDER)):
+        return f"{os.path.abspath(data_dir)} has no {DIGITS_FOLDER} folder"
+    missing = [
+        os.path.relpath(path, data_dir)
+        for environment in DIGITS_ENVIRONMENTS
+        for path in digits_files(data_dir, environment)
+        if not os.path.isfile(path)
+    ]
+    return f"{os.path.abspath(data_dir)} lacks {', '.join(missing)}" if missing else None
+
+
+def check_digits(data_dir: str) -> None:
+    """Raise :class:`DigitsNotFound` when ``data_dir`` lacks any OfflineDigits file."""
+    problem = missing_digits(data_dir)
+    if problem is not None:
+        raise DigitsNotFound(
+            f"OfflineDigits reads <data_dir>/{DIGITS_FOLDER}, but {problem}: write it there with "
+            f"`python -m domainbed_dge.offline_data --data_dir {data_dir}`, or pass the --data_dir that holds "
+            f"{DIGITS_FOLDER}."
+        )

@@ -24,8 +24,9 @@ AUGMENTATIONS = ("randaugment", "rotation", "brightness", "rotation_brightness",
 VIEW_SAMPLINGS = ("batch", "image", "fixed")
 NORMALIZATIONS = ("imagenet", "none")
 OPTIMIZERS = ("adam", "sgd")
-#: DomainBed's 28 x 28 datasets, whose pixels are in [0, 1] rather than ImageNet-normalised.
-SMALL_IMAGES = ("Debug28", "RotatedMNIST", "ColoredMNIST")
+#: The 28 x 28 datasets (DomainBed's and the plugin's OfflineDigits), whose pixels are in
+#: [0, 1] rather than ImageNet-normalised.
+SMALL_IMAGES = ("Debug28", "RotatedMNIST", "ColoredMNIST", "OfflineDigits")
 #: torchvision's RandAugment has 31 magnitude bins by default.
 MAX_MAGNITUDE = 30
 

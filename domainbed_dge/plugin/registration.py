@@ -23,11 +23,17 @@ def register_algorithms(module) -> None:
     importlib.import_module("domainbed_dge.plugin.algorithms").register(module)
 
 
+#: The plugin's datasets -> the DomainBed dataset whose hyperparameters they take.
+#: OfflineDigits is a 28 x 28 dataset: DomainBed's small-image defaults and draws.
+HOST_HPARAMS_AS = {"OfflineDigits": "RotatedMNIST"}
+
+
 def register_hparams(module) -> None:
     """``domainbed.hparams_registry``: wrap ``_hparams`` so that our algorithms get their
     entries, and DomainBed's the plugin's keys (views as domains and the optimiser, off
     by default and never switched on by a random draw, see ``methods.hparams_of``), each
-    name drawn from its own seeded RandomState as DomainBed's are."""
+    name drawn from its own seeded RandomState as DomainBed's are; the plugin's datasets
+    get DomainBed's entries of the dataset :data:`HOST_HPARAMS_AS` names."""
     if getattr(module._hparams, "__wrapped_by_domainbed_dge__", False):
         return
     import numpy as np
@@ -39,7 +45,7 @@ def register_hparams(module) -> None:
 
     @functools.wraps(host_hparams)
     def _hparams(algorithm, dataset, random_seed):
-        entries = host_hparams(algorithm, dataset, random_seed)
+        entries = host_hparams(algorithm, HOST_HPARAMS_AS.get(dataset, dataset), random_seed)
         entries.update(
             define(algorithm, dataset, lambda name: np.random.RandomState(misc.seed_hash(random_seed, name)))
         )
@@ -56,9 +62,10 @@ def register_launchers(module) -> None:
 
 
 def patch_datasets(module) -> None:
-    """``domainbed.datasets``: remember which environment each split comes from,
-    refuse a data folder without MNIST before torchvision tries to download it, and
-    start as many loader processes as ``DGE_DATA_WORKERS`` says."""
+    """``domainbed.datasets``: add OfflineDigits, remember which environment each split
+    comes from, refuse a data folder without MNIST before torchvision tries to download
+    it, and start as many loader processes as ``DGE_DATA_WORKERS`` says."""
+    importlib.import_module("domainbed_dge.plugin.digits").register(module)
     importlib.import_module("domainbed_dge.plugin.loader_guard").remember_environments(module)
     importlib.import_module("domainbed_dge.plugin.data_guard").guard_mnist(module)
     importlib.import_module("domainbed_dge.plugin.data_workers").set_data_workers(module)
