@@ -2,9 +2,10 @@
 
     python -m domainbed_dge.plots --input_dir SWEEP_OUTPUT --output_dir FIGURES
 
-Writes one accuracy figure per dataset and, per source domain, its training curves
-and diagnostics as PNG files (described in ``domainbed_dge.experiments.figures``),
-and prints each file it wrote.
+Writes per dataset its accuracy figure and a forest plot of the paired differences to
+``--reference`` rows and, per source domain, its training curves and diagnostics as
+PNG files (described in ``domainbed_dge.experiments.figures``), and prints each file
+it wrote.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import os
 import sys
 from typing import Sequence
 
-from domainbed_dge.experiments.figures import write_figures
+from domainbed_dge.experiments.figures import FOREST_REFERENCES, write_figures
 from domainbed_dge.experiments.records import FINISHED_ONLY_HELP
 
 
@@ -26,6 +27,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--output_dir", required=True,
                         help="where the PNG files go, created if needed (required, no default)")
     parser.add_argument("--finished_only", action="store_true", help=FINISHED_ONLY_HELP)
+    parser.add_argument("--reference", nargs="+", default=list(FOREST_REFERENCES), metavar="ROW",
+                        help="the forest plot's reference rows, by their labels in the tables; those the sweep "
+                             f"lacks are left out (default: {' '.join(FOREST_REFERENCES)})")
     return parser
 
 
@@ -34,7 +38,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if not os.path.isdir(args.input_dir):
         parser.error(f"--input_dir {args.input_dir} is not a directory")
-    written = write_figures(args.input_dir, args.output_dir, finished_only=args.finished_only)
+    written = write_figures(args.input_dir, args.output_dir, finished_only=args.finished_only,
+                            references=args.reference)
     if not written:
         print(f"No SDG records under {args.input_dir}: no figures written.", file=sys.stderr)
         return 1

@@ -6,6 +6,14 @@ renderer (no display needed), per dataset:
     the targets, for each source domain (and their average, where there are several),
     one bar per method; mean over trials with their standard deviation as error bars.
     The legend sits below the axes, off the bars.
+``<dataset>_paired.png``
+    a forest plot per reference row (by default ``Baseline`` and ``DGE``, those the sweep
+    has): each other row's paired difference in target accuracy to the reference over
+    the (source, trial) pairs both ran, its mean as a dot and its 95 % Student-t
+    interval as a bar (see ``experiments.paired``); rows ranked by mean target
+    accuracy, the same order in every panel; a dashed line at 0. An interval wholly
+    above 0 is green, wholly below red, across 0 grey. Written where a reference has
+    a paired row.
 ``<dataset>_source-<domain>_curves.png``
     loss, source validation accuracy (the source's ``out`` split) and target accuracy
     against the training step, one line per method.
@@ -33,12 +41,17 @@ from typing import Sequence
 
 from domainbed_dge.experiments.records import Run, load_runs
 from domainbed_dge.experiments.selection import SOURCE_VALIDATION, select
-from domainbed_dge.experiments.dataset_results import DatasetResults
+from domainbed_dge.experiments.dataset_results import DatasetResults, source_means
 from domainbed_dge.experiments.over_training import WEIGHT_KEY
+from domainbed_dge.experiments.paired import paired_differences
 
 DIAGNOSTICS = ("dge_net_vs_gradavg", "pair_conflict_fraction", "coordinate_conflict_fraction", "grad_cosine",
                "direction_norm_ratio", "dge_adjusted_pairs")
 DPI = 120
+#: The rows ``<dataset>_paired.png`` compares against, where a sweep has them.
+FOREST_REFERENCES = ("Baseline", "DGE")
+#: An interval's colour: wholly above 0, wholly below, across 0.
+ABOVE, BELOW, ACROSS = "tab:green", "tab:red", "0.45"
 
 
 def _figure(width: float, height: float):
@@ -121,6 +134,40 @@ def accuracy_bars(results: DatasetResults):
     return figure
 
 
+def paired_forest(results: DatasetResults, references: Sequence[str] = FOREST_REFERENCES):
+    """Forest plots of each row's paired difference to each of ``references`` the results
+    have; ``None`` when none has a paired row."""
+    panels = [(reference, {paired.method: paired for paired in paired_differences(results, reference)})
+              for reference in references if reference in results.methods]
+    panels = [(reference, paired) for reference, paired in panels if paired]
+    if not panels:
+        return None
+    average = {method: source_means(results, results.accuracies, method)[1] for method in results.methods}
+    rows = sorted(results.methods, key=lambda method: (average[method] is None, -(average[method] or 0.0)))
+    figure = _figure(1.5 + 4.2 * len(panels), 1.2 + 0.3 * len(rows))
+    axes_row = figure.subplots(1, len(panels), sharey=True, squeeze=False)[0]
+    positions = {method: -index for index, method in enumerate(rows)}
+    for axes, (reference, paired_of) in zip(axes_row, panels):
+        for method, paired in paired_of.items():
+            interval = paired.interval
+            low, high = interval if interval is not None else (paired.mean, paired.mean)
+            color = ABOVE if low > 0 else BELOW if high < 0 else ACROSS
+            axes.plot([low, high], [positions[method]] * 2, color=color, linewidth=2.5, solid_capstyle="butt")
+            axes.plot([paired.mean], [positions[method]], "o", color=color, markersize=5)
+        axes.axvline(0.0, color="black", linestyle="--", linewidth=0.8)
+        pairs = sorted({len(paired.differences) for paired in paired_of.values()})
+        axes.set_title(f"vs {reference} ({pairs[-1] if len(pairs) == 1 else f'{pairs[0]}-{pairs[-1]}'} pairs)")
+        axes.set_xlabel("difference in target accuracy (points)")
+        axes.grid(axis="x", alpha=0.3)
+    axes_row[0].set_yticks([positions[method] for method in rows],
+                           [f"{method} ({average[method]:.1f})" if average[method] is not None else method
+                            for method in rows])
+    axes_row[0].set_ylim(-len(rows) + 0.5, 0.5)
+    figure.suptitle(f"{results.dataset}: paired differences in target accuracy, mean and 95 % interval\n"
+                    f"({SOURCE_VALIDATION} selection; rows ranked by mean target accuracy, in brackets)")
+    return figure
+
+
 def training_curves(results: DatasetResults, source: int):
     """Loss, source validation accuracy and target accuracy against the step."""
     panels = (
@@ -200,10 +247,13 @@ def plot_weights(axes, selected: dict, weight_keys: Sequence[str]) -> None:
                           label=f"{method} w{WEIGHT_KEY.match(key)[1]}")
 
 
-def figures(results: DatasetResults) -> dict:
-    """``{file name: figure}`` for one dataset."""
+def figures(results: DatasetResults, references: Sequence[str] = FOREST_REFERENCES) -> dict:
+    """``{file name: figure}`` for one dataset; ``references`` are the forest plot's."""
     prefix = safe_name(results.dataset)
     made = {f"{prefix}_accuracy.png": accuracy_bars(results)}
+    forest = paired_forest(results, references)
+    if forest is not None:
+        made[f"{prefix}_paired.png"] = forest
     for source, name in enumerate(results.environments):
         if not any(results.trials(method, source) for method in results.methods):
             continue
@@ -215,14 +265,16 @@ def figures(results: DatasetResults) -> dict:
     return made
 
 
-def write_figures(input_dir: str, output_dir: str, finished_only: bool = False) -> list[str]:
+def write_figures(input_dir: str, output_dir: str, finished_only: bool = False,
+                  references: Sequence[str] = FOREST_REFERENCES) -> list[str]:
     """Every figure for the SDG runs under ``input_dir`` (only the jobs that wrote
-    ``done`` when ``finished_only``); returns the files written."""
+    ``done`` when ``finished_only``; ``references``: the forest plot's); returns the
+    files written."""
     loaded = load_runs(input_dir, finished_only=finished_only)
     os.makedirs(output_dir, exist_ok=True)
     written = []
     for results in DatasetResults.build(loaded.runs, select(loaded.runs, SOURCE_VALIDATION)):
-        for name, figure in figures(results).items():
+        for name, figure in figures(results, references).items():
             path = os.path.join(output_dir, name)
             figure.savefig(path, dpi=DPI)
             written.append(path)

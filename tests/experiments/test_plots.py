@@ -64,7 +64,7 @@ def test_writes_one_figure_set_per_dataset_and_source(sweep, tmp_path):
         "ToyShift_accuracy.png",
         "ToyShift_source-env0_curves.png", "ToyShift_source-env0_diagnostics.png",
         "ToyShift_source-env1_curves.png", "ToyShift_source-env1_diagnostics.png",
-        "OtherShift_accuracy.png", "OtherShift_source-env0_curves.png",
+        "ToyShift_paired.png", "OtherShift_accuracy.png", "OtherShift_source-env0_curves.png",
     }
     assert {path.name for path in figures.iterdir()} == expected
     assert sorted(line.split()[-1] for line in result.stdout.splitlines()) == sorted(str(figures / n) for n in expected)
@@ -151,3 +151,20 @@ def test_finished_only_draws_no_figure_for_a_job_without_done(sweep, tmp_path):
     names = {path.name for path in figures.iterdir()}
     assert "ToyShift_accuracy.png" in names
     assert not any(name.startswith("OtherShift") for name in names)
+
+
+def test_the_forest_plot_shows_each_rows_paired_interval_against_each_reference(sweep):
+    # ToyShift's ERM against DGE on the pairs both ran (trial 0 of sources 0 and 1): its
+    # interval as a bar, its mean as a dot, on the row of its rank.
+    results = dataset_results(sweep, "ToyShift")
+    (paired,) = [p for p in drawing.paired_differences(results, "DGE") if p.method == "ERM"]
+    figure = drawing.paired_forest(results, references=("Baseline", "DGE"))
+    (axes,) = figure.axes  # no Baseline in this sweep: one panel
+    assert axes.get_title() == f"vs DGE ({len(paired.differences)} pairs)"
+    interval, dot = axes.lines[:2]
+    assert list(interval.get_xdata()) == pytest.approx(list(paired.interval))
+    assert list(dot.get_xdata()) == pytest.approx([paired.mean])
+    labels = [label.get_text() for label in axes.get_yticklabels()]
+    assert [label.split(" (")[0] for label in labels] == ["ERM", "DGE"]  # ranked by mean target accuracy
+    assert drawing.paired_forest(dataset_results(sweep, "OtherShift")) is None
+    assert drawing.paired_forest(results, references=("Baseline",)) is None
