@@ -60,6 +60,9 @@ SHARED_SETTINGS = ("dge_optimizer", "lr", "dge_momentum", "batch_size", "weight_
 #: Marks a row of one of DomainBed's own algorithms run as DomainBed runs it (Adam, no
 #: views), an extra reference outside the shared settings.
 REFERENCE_MARK = "reference"
+#: Marks a row of one of the plugin's methods run with its authors' own settings rather
+#: than the shared ones, an extra reference outside the shared settings.
+AUTHORS_SETTINGS_MARK = "(authors' settings)"
 #: The label's suffix of a DomainBed algorithm trained on the views as its domains.
 VIEWS_AS_DOMAINS = "(views as domains)"
 BASELINE = "Baseline"
@@ -229,7 +232,9 @@ def fairness_problems(preset: Preset) -> list[str]:
 
     * Every variant but the references sets each of ``SHARED_SETTINGS`` to the same
       value, from the preset's ``hparams`` (unless the preset ``tunes`` it): the
-      plugin's methods and DomainBed's own algorithms alike (``dge_optimizer``).
+      plugin's methods and DomainBed's own algorithms alike (``dge_optimizer``). The
+      references are DomainBed's rows that say ``reference`` and the plugin's rows that
+      say ``(authors' settings)`` (e.g. SAGM with its authors' optimiser and network).
     * A row of DomainBed's algorithm whose name says ``reference`` runs it as DomainBed
       does: Adam (``dge_optimizer`` ``adam``) and no views (``dge_num_views`` 0).
     * A row of DomainBed's algorithm on views as its domains (``dge_num_views`` >= 2)
@@ -245,8 +250,7 @@ def fairness_problems(preset: Preset) -> list[str]:
       same K views (``STEP_MATCHED_KEYS``) as every DGE row.
     """
     problems = []
-    compared = [variant for variant in preset.variants
-                if variant.algorithm in NAMES or REFERENCE_MARK not in variant.name]
+    compared = [variant for variant in preset.variants if not is_reference(variant)]
     for name in SHARED_SETTINGS:
         if name in preset.tunes:
             continue
@@ -265,6 +269,14 @@ def fairness_problems(preset: Preset) -> list[str]:
             problems += _step_matched_control_problems(preset, variant)
     problems += _step_matching_problems(preset)
     return problems
+
+
+def is_reference(variant: PresetVariant) -> bool:
+    """An extra reference row, outside the shared settings: one of DomainBed's algorithms
+    as DomainBed runs it, or one of the plugin's methods with its authors' settings."""
+    if variant.algorithm in NAMES:
+        return AUTHORS_SETTINGS_MARK in variant.name
+    return REFERENCE_MARK in variant.name
 
 
 def _domainbed_row_problems(preset: Preset, variant: PresetVariant) -> list[str]:

@@ -5,11 +5,14 @@ The module is inserted with forward hooks, so DomainBed's networks are used uned
 One MixStyle instance serves every hooked stage, and each call draws its own coin, lam
 and perm, as in the official ResNet (Dassl c61a1b5
 ``dassl/modeling/backbone/resnet.py:190-204``).
-Stages, numbered 1-4 (``mixstyle_layers``):
+Stages, numbered 1-3 (``mixstyle_layers``), the stages Dassl's MixStyle ResNets may
+follow (the last stage, whose output is pooled into the features, is not one of them):
 
 - ``ResNet`` (torchvision's, or timm's with ``resnet50_augmix``, inside DomainBed's
-  ``networks.ResNet``): stage i is ``network.layer{i}``; MixStyle follows it. The default,
-  after layers 1-3, is the authors' PACS setting (``resnet18_ms_l123``).
+  ``networks.ResNet``): stage i is ``network.layer{i}``; MixStyle follows it. The default
+  is the authors' setting for the dataset: after layers 1-2 on OfficeHome
+  (``resnet18_ms_l12``), after layers 1-3 on PACS (``resnet18_ms_l123``) and on the
+  datasets the authors did not run.
 - ``MNIST_CNN``: stage i is block i, ``conv{i}`` -> ReLU -> GroupNorm ``bn{i-1}``; MixStyle
   follows the block's GroupNorm, i.e. the block's output, as it follows a ResNet stage's
   output. The default, after blocks 1-3, mirrors "after the first three of four
@@ -33,14 +36,14 @@ from domainbed_dge.plugin.objective import SingleObjective
 
 def mixstyle_stages(featurizer: nn.Module, layers: list[int]) -> list[nn.Module]:
     """The modules of ``featurizer`` after which MixStyle goes, for stages ``layers``
-    (numbers in 1..4, see the module docstring); other featurizers are refused."""
+    (numbers in 1..3, see the module docstring); other featurizers are refused."""
     if isinstance(featurizer, networks.ResNet):
         return [getattr(featurizer.network, f"layer{stage}") for stage in layers]
     if isinstance(featurizer, networks.MNIST_CNN):
         return [getattr(featurizer, f"bn{stage - 1}") for stage in layers]
     raise NotImplementedError(
         f"MixStyle: DomainBed's featurizer {type(featurizer).__name__} is not supported; MixStyle is inserted after "
-        "the stages of ResNet (layer1-layer4, 224 x 224 images) or MNIST_CNN (blocks 1-4, 28 x 28 images)")
+        "the stages of ResNet (layer1-layer3, 224 x 224 images) or MNIST_CNN (blocks 1-3, 28 x 28 images)")
 
 
 class MixStyleEngine(SingleObjective):

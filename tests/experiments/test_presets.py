@@ -38,6 +38,30 @@ REFERENCE = {"name": "ERM (DomainBed, Adam; reference)", "algorithm": "ERM",
 MIXUP_VIEWS = {"name": "Mixup (views as domains)", "algorithm": "Mixup", "hparams": {"dge_num_views": 3}}
 
 
+SAGM_AUTHORS = {"name": "SAGM (authors' settings)", "algorithm": "SAGM",
+                "hparams": {"dge_optimizer": "adam", "lr": 3e-5, "weight_decay": 1e-4, "freeze_bn": True}}
+
+
+def test_a_plugin_row_with_its_authors_settings_is_a_reference_and_only_when_it_says_so():
+    assert fairness_problems(preset(SAGM_AUTHORS)) == []
+    assert fairness_problems(preset({**SAGM_AUTHORS, "name": "SAGM"})) == [
+        "variant 'SAGM' sets dge_optimizer = 'adam', not the shared 'sgd'",
+        "variant 'SAGM' sets lr = 3e-05, not the shared 0.01",
+        "variant 'SAGM' sets weight_decay = 0.0001, not the shared 0.0",
+    ]
+    assert fairness_problems(preset({**SAGM_AUTHORS, "name": "SAGM (reference)"}))  # a DomainBed mark only
+
+
+def test_the_pacs_preset_has_sagm_with_its_authors_settings_beside_the_shared_row():
+    pacs = load_preset(str(Path(__file__).resolve().parents[2] / "sweeps" / "sdg_pacs.json"))
+    rows = {variant.name: variant for variant in pacs.variants if variant.algorithm == "SAGM"}
+    assert set(rows) == {"SAGM", "SAGM (authors' settings)"}
+    assert rows["SAGM"].hparams == {}
+    assert rows["SAGM (authors' settings)"].hparams == {
+        "dge_optimizer": "adam", "lr": 3e-5, "weight_decay": 1e-4, "resnet_dropout": 0.5, "freeze_bn": True,
+        "sagm_alpha": 0.001, "sagm_rho": 0.05}
+
+
 def test_a_fair_preset_has_no_problems():
     assert fairness_problems(preset({"name": "DGE", "algorithm": "DGE"}, REFERENCE, MIXUP_VIEWS,
                                     {"name": "Fish", "algorithm": "Fish"})) == []
@@ -124,3 +148,27 @@ def test_targets_reach_every_variant_as_a_hyperparameter():
 def test_bad_sources_targets_and_tunes_are_refused(changes, message):
     with pytest.raises(PresetError, match=message.replace("[", r"\[").replace("]", r"\]")):
         preset(**changes)
+
+
+#: The MixStyle authors' stages (mixstyle-release imcls/README.md): resnet18_ms_l12 on
+#: OfficeHome, resnet18_ms_l123 on PACS; the PACS setting where they ran none.
+AUTHORS_MIXSTYLE_LAYERS = {"OfficeHome": [1, 2], "PACS": [1, 2, 3]}
+
+
+@pytest.mark.parametrize("path", PRESETS, ids=[path.stem for path in PRESETS])
+def test_mixstyle_rows_run_the_authors_stages_on_each_dataset(path):
+    from domainbed_dge.experiments.presets import _setting
+
+    loaded = load_preset(str(path))
+    for variant in (v for v in loaded.variants if v.algorithm == "MixStyle"):
+        for dataset in loaded.datasets:
+            layers = _setting(loaded, variant, "mixstyle_layers", dataset)
+            assert layers == AUTHORS_MIXSTYLE_LAYERS.get(dataset, [1, 2, 3]), (variant.name, dataset)
+
+
+def test_the_officehome_preset_runs_mixstyle_after_layers_1_and_2():
+    from domainbed_dge.experiments.presets import _setting
+
+    officehome = load_preset(str(Path(__file__).resolve().parents[2] / "sweeps" / "sdg_officehome.json"))
+    (mixstyle,) = [v for v in officehome.variants if v.algorithm == "MixStyle"]
+    assert _setting(officehome, mixstyle, "mixstyle_layers", "OfficeHome") == [1, 2]

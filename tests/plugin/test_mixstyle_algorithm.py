@@ -38,11 +38,12 @@ def test_random_search_draws_lower_stage_sets_and_p_alpha_in_their_ranges():
     ("mixstyle_p", True, "a number in [0, 1]"),
     ("mixstyle_alpha", 0, "a number > 0"),
     ("mixstyle_eps", 0.0, "a number > 0"),
-    ("mixstyle_layers", [], "a non-empty list of distinct stage numbers among 1, 2, 3, 4"),
-    ("mixstyle_layers", [1, 1], "a non-empty list of distinct stage numbers among 1, 2, 3, 4"),
-    ("mixstyle_layers", [0, 5], "a non-empty list of distinct stage numbers among 1, 2, 3, 4"),
-    ("mixstyle_layers", 3, "a non-empty list of distinct stage numbers among 1, 2, 3, 4"),
-    ("mixstyle_layers", [1.0, 2.0], "a non-empty list of distinct stage numbers among 1, 2, 3, 4"),
+    ("mixstyle_layers", [], "a non-empty list of distinct stage numbers among 1, 2, 3"),
+    ("mixstyle_layers", [1, 1], "a non-empty list of distinct stage numbers among 1, 2, 3"),
+    ("mixstyle_layers", [0, 5], "a non-empty list of distinct stage numbers among 1, 2, 3"),
+    ("mixstyle_layers", [1, 4], "a non-empty list of distinct stage numbers among 1, 2, 3"),
+    ("mixstyle_layers", 3, "a non-empty list of distinct stage numbers among 1, 2, 3"),
+    ("mixstyle_layers", [1.0, 2.0], "a non-empty list of distinct stage numbers among 1, 2, 3"),
     ("mixstyle_mix", "domain", "one of random, crossdomain"),
 ])
 def test_bad_values_name_key_value_and_what_is_allowed(key, value, allowed):
@@ -100,8 +101,8 @@ def test_resnet18_hooks_follow_layers_one_to_three_by_default():
 def test_mnist_cnn_hooks_follow_the_groupnorm_of_the_chosen_blocks():
     algorithm = build("RotatedMNIST", (1, 28, 28))
     assert hooked(algorithm) == ["bn0", "bn1", "bn2"]
-    algorithm = build("RotatedMNIST", (1, 28, 28), mixstyle_layers=[4, 2])
-    assert hooked(algorithm) == ["bn1", "bn3"]
+    algorithm = build("RotatedMNIST", (1, 28, 28), mixstyle_layers=[3, 2])
+    assert hooked(algorithm) == ["bn1", "bn2"]
     algorithm.rule = Recorder()
     algorithm.train()
     algorithm.predict(torch.randn(2, 1, 28, 28))
