@@ -41,7 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--seed", type=int, default=0,
                         help="OfflineDigits' seed: the MNIST split, MNIST-M's crops, SYN's renderings (default 0)")
     parser.add_argument("--sample_grid", default=None, metavar="PNG",
-                        help="also write a picture of OfflineDigits to PNG: a row per environment")
+                        help="also write a picture of OfflineDigits to PNG: a row per environment (default: no picture)")
     return parser
 
 

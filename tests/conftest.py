@@ -18,6 +18,8 @@ from pathlib import Path
 
 import pytest
 
+from train_server import TrainServer
+
 SKIP_REASON = (
     "DomainBed not found: set DOMAINBED_DIR to a checkout of facebookresearch/DomainBed "
     "(or put one at ~/DomainBed) to run the DomainBed integration tests"
@@ -81,11 +83,24 @@ def subprocess_env() -> dict[str, str]:
     return env
 
 
+#: This worker's train.py runner (``train_server``): DomainBed imported once, not per run.
+TRAIN_SERVER = TrainServer(subprocess_env())
+
+
+@pytest.fixture(scope="session", autouse=True)
+def train_server():
+    yield TRAIN_SERVER
+    TRAIN_SERVER.close()
+
+
 def run_module(module: str, *args: str, cwd: Path, python: str = sys.executable, check: bool = True):
-    """Run ``python -m module args`` from ``cwd``; fail with its output if it fails."""
-    result = subprocess.run(
-        [python, "-m", module, *args], cwd=cwd, env=subprocess_env(), capture_output=True, text=True, timeout=900
-    )
+    """Run ``python -m module args`` from ``cwd``; fail with its output if it fails.
+    DomainBed's train.py with this interpreter runs in :data:`TRAIN_SERVER`."""
+    if module == TrainServer.MODULE and python == sys.executable:
+        result = TRAIN_SERVER.run(*args, cwd=cwd)
+    else:
+        result = subprocess.run([python, "-m", module, *args], cwd=cwd, env=subprocess_env(), capture_output=True,
+                                text=True, timeout=900)
     if check and result.returncode != 0:
         pytest.fail(f"python -m {module} {' '.join(args)} exited {result.returncode}:\n{result.stdout[-4000:]}\n{result.stderr[-4000:]}")
     return result

@@ -23,11 +23,11 @@ REPO = Path(__file__).resolve().parents[2]
 PRESETS = sorted((REPO / "sweeps").glob("*.json"))
 #: Jobs per preset: variants x (sources in SDG, or test environments in MDG) x trials.
 PRESET_JOBS = {
-    "sdg_pacs": 17 * 4 * 5, "sdg_vlcs": 17 * 4 * 5, "sdg_officehome": 17 * 4 * 5, "sdg_domainnet": 17 * 5 * 5,
+    "sdg_pacs": 18 * 4 * 5, "sdg_vlcs": 17 * 4 * 5, "sdg_officehome": 17 * 4 * 5, "sdg_domainnet": 17 * 5 * 5,
     "mdg": 17 * (4 + 4 + 4 + 6) * 5, "ablation_components": 3 * 3 * 4 * 5, "ablation_num_views": 3 * 4 * 5,
     "gradavg_vs_dge": 3 * 2 * 3 * 4 * 5, "ablation_augment": 9 * 4 * 5, "sensitivity_random_ops": 7 * 3 * 4 * 5,
     "sensitivity_alpha": 9 * 4 * 5, "rotated_mnist_offline": 8 * 6 * 3, "rotated_mnist_fair_lr": 4 * 2 * 1,
-    "rotated_mnist_fair": 26 * 2 * 3,
+    "rotated_mnist_fair": 27 * 2 * 3, "digits_fair_lr": 4 * 1 * 1, "digits_fair": 20 * 1 * 3,
 }
 #: The fair comparison's first rows, run at 1,000 and at 3,000 steps; later rows joined
 #: the preset afterwards and run at 3,000 steps only.
@@ -111,7 +111,7 @@ def test_presets_expand_to_the_papers_sweeps(path):
             assert hparams[VARIANT_HPARAM] == job.variant.name
         labels.add(hparams.get(VARIANT_HPARAM, job.variant.algorithm))
     assert len(labels) == len({job.variant.name for job in jobs})  # every variant has its own row
-    if not path.stem.startswith("rotated_mnist"):
+    if not path.stem.startswith(("rotated_mnist", "digits")):
         assert all(json.loads(job.train_args["hparams"])["resnet18"] is True for job in jobs)
         assert all("steps" not in job.train_args for job in jobs)
 
