@@ -18,6 +18,8 @@ from pathlib import Path
 
 import pytest
 
+from domainbed_dge.experiments.presets import load_preset
+
 pytestmark = pytest.mark.domainbed
 
 REPO = Path(__file__).resolve().parents[2]
@@ -224,8 +226,10 @@ def test_every_row_reads_the_first_rows_and_every_complete_new_row(every_row):
     complete = {row for row, runs in runs_of.items() if runs == JOBS_PER_ROW}
     assert set(rows) == complete, "a row is complete but not read, or read but not complete"
     new_jobs = sum(runs_of.values()) - len(FIRST_ROWS) * JOBS_PER_ROW
-    status = re.search(r"\*\*Status at this commit: (\d+) of the 90 new jobs", EVERY_ROW)
+    status = re.search(r"\*\*Status at this commit: (\d+) of the (\d+) new jobs", EVERY_ROW)
+    preset_rows = len(load_preset(str(REPO / "sweeps" / "rotated_mnist_fair.json")).variants)
     assert status and int(status.group(1)) == new_jobs
+    assert int(status.group(2)) == (preset_rows - len(FIRST_ROWS)) * JOBS_PER_ROW
 
 
 def test_the_overview_is_printed_whole_by_collect_results(every_row):
