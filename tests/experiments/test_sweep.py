@@ -193,6 +193,21 @@ def test_the_committed_fair_comparison_is_the_presets_sweep(folder, options):
         assert {Path(job, name) for job in committed for name in ("results.jsonl", "done")} <= files
 
 
+@pytest.mark.parametrize("folder, preset", [("sweep", "digits_fair"), ("lr_search", "digits_fair_lr")])
+def test_the_committed_digits_jobs_are_the_presets_and_finished(folder, preset):
+    """reports/digits_fair/<folder> holds only jobs of the preset (as the report launches
+    them, from ``--data_dir ./data``), each committed with its ``done``."""
+    sweep_dir = REPO / "reports" / "digits_fair" / folder
+    jobs = resolve("--preset", str(REPO / "sweeps" / f"{preset}.json"), data_dir="./data", output_dir=str(sweep_dir))
+    directories = {path.name for path in sweep_dir.iterdir()} if sweep_dir.exists() else set()
+    assert directories and directories <= {Path(job.job.output_dir).name for job in jobs}
+    tracked = subprocess.run(["git", "ls-files", str(sweep_dir)], cwd=REPO, capture_output=True, text=True)
+    if tracked.returncode == 0 and tracked.stdout:
+        files = {Path(line).relative_to(sweep_dir.relative_to(REPO)) for line in tracked.stdout.splitlines()}
+        committed = {path.parent.name for path in files}
+        assert {Path(job, name) for job in committed for name in ("results.jsonl", "done")} <= files
+
+
 def test_checkpoint_freq_from_a_preset_reaches_train_py():
     jobs = resolve("--preset", str(REPO / "sweeps" / "rotated_mnist_fair_lr.json"))
     assert {job.train_args["checkpoint_freq"] for job in jobs} == {100}
