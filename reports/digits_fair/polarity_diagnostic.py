@@ -1,0 +1,51 @@
+"""Where a trained model's predictions on OfflineDigits go: accuracy per environment,
+on images whose centre is lighter than their border (a light stroke on a dark ground,
+as in MNIST) and on the others, on inverted and on grey inputs, and the count of each
+predicted class.
+
+    python reports/digits_fair/polarity_diagnostic.py MODEL_PKL DATA_DIR
+
+MODEL_PKL is the ``model.pkl`` train.py writes at the end of a run (not committed);
+DATA_DIR the ``--data_dir`` that holds OfflineDigits.
+"""
+
+import sys
+
+import numpy as np
+import torch
+from domainbed import algorithms
+
+from domainbed_dge.plugin.data_guard import DIGITS_ENVIRONMENTS, digits_files
+
+LUMA = np.array([0.299, 0.587, 0.114])
+
+
+def predictions(algorithm, x: torch.Tensor) -> np.ndarray:
+    with torch.no_grad():
+        return torch.cat([algorithm.predict(x[i:i + 500]).argmax(1) for i in range(0, len(x), 500)]).numpy()
+
+
+def main(model_pkl: str, data_dir: str) -> None:
+    saved = torch.load(model_pkl, weights_only=False)
+    algorithm = algorithms.get_algorithm_class(saved["args"]["algorithm"])(
+        saved["model_input_shape"], saved["model_num_classes"], saved["model_num_domains"], saved["model_hparams"])
+    algorithm.load_state_dict(saved["model_dict"])
+    algorithm.eval()
+    for environment in DIGITS_ENVIRONMENTS:
+        images_file, labels_file = digits_files(data_dir, environment)
+        images, labels = np.load(images_file), np.load(labels_file)
+        x = torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255
+        correct = predictions(algorithm, x) == labels
+        luma = images.astype(float) @ LUMA / 255
+        border = np.concatenate([luma[:, :3].reshape(len(luma), -1), luma[:, -3:].reshape(len(luma), -1),
+                                 luma[:, :, :3].reshape(len(luma), -1), luma[:, :, -3:].reshape(len(luma), -1)], 1)
+        light = luma.mean((1, 2)) > border.mean(1)
+        dark = f"{correct[~light].mean():.3f}" if (~light).any() else "-"
+        print(f"{environment}: accuracy {correct.mean():.3f}; light stroke on dark ({light.mean():.2f} of the images) "
+              f"{correct[light].mean():.3f}, dark on light {dark}; inverted {np.mean(predictions(algorithm, 1 - x) == labels):.3f}; "
+              f"grey {np.mean(predictions(algorithm, x.mean(1, keepdim=True).expand_as(x)) == labels):.3f}; "
+              f"predicted classes {np.bincount(predictions(algorithm, x), minlength=10).tolist()}")
+
+
+if __name__ == "__main__":
+    main(*sys.argv[1:])
