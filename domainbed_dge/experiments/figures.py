@@ -12,8 +12,8 @@ renderer (no display needed), per dataset:
     the (source, trial) pairs both ran, its mean as a dot and its 95 % Student-t
     interval as a bar (see ``experiments.paired``); rows ranked by mean target
     accuracy, the same order in every panel; a dashed line at 0. An interval wholly
-    above 0 is green, wholly below red, across 0 grey. Written where a reference has
-    a paired row.
+    above 0 is green, wholly below red, across 0 grey; a row with one pair, which has no
+    interval, is an open grey dot. Written where a reference has a paired row.
 ``<dataset>_source-<domain>_curves.png``
     loss, source validation accuracy (the source's ``out`` split) and target accuracy
     against the training step, one line per method.
@@ -150,7 +150,11 @@ def paired_forest(results: DatasetResults, references: Sequence[str] = FOREST_RE
     for axes, (reference, paired_of) in zip(axes_row, panels):
         for method, paired in paired_of.items():
             interval = paired.interval
-            low, high = interval if interval is not None else (paired.mean, paired.mean)
+            if interval is None:  # one pair: no interval, an open grey dot
+                axes.plot([paired.mean], [positions[method]], "o", color=ACROSS, markerfacecolor="white",
+                          markersize=5)
+                continue
+            low, high = interval
             color = ABOVE if low > 0 else BELOW if high < 0 else ACROSS
             axes.plot([low, high], [positions[method]] * 2, color=color, linewidth=2.5, solid_capstyle="butt")
             axes.plot([paired.mean], [positions[method]], "o", color=color, markersize=5)

@@ -168,3 +168,13 @@ def test_the_forest_plot_shows_each_rows_paired_interval_against_each_reference(
     assert [label.split(" (")[0] for label in labels] == ["ERM", "DGE"]  # ranked by mean target accuracy
     assert drawing.paired_forest(dataset_results(sweep, "OtherShift")) is None
     assert drawing.paired_forest(results, references=("Baseline",)) is None
+
+
+def test_a_row_with_one_pair_is_an_open_grey_dot(sweep):
+    # OtherShift: DGE beside ERM in trial 0 of source 0 only, one pair, 0.1 points above.
+    write_run(sweep, "other_dge", [([.9, .5, .3], [.7, .5, .5])], source=0, trial_seed=0, hparams_seed=0,
+              algorithm="DGE", dataset="OtherShift")
+    (axes,) = drawing.paired_forest(dataset_results(sweep, "OtherShift"), references=("DGE",)).axes
+    (dot,) = axes.lines[:-1]  # the last line is the dashed 0
+    assert dot.get_color() == drawing.ACROSS and dot.get_markerfacecolor() == "white"
+    assert len(dot.get_xdata()) == 1
