@@ -16,7 +16,7 @@ import os
 import numpy as np
 
 from domainbed_dge.data import mnist, mnist_m, opt_digits, photographs, syn_digits
-from domainbed_dge.plugin.data_guard import DIGITS_ENVIRONMENTS, digits_files
+from domainbed_dge.plugin.data_guard import DIGITS_ENVIRONMENTS, DIGITS_FOLDER, digits_files
 
 MNIST_SOURCE = 3000
 MNIST_M_DIGITS = 2000
@@ -60,4 +60,4 @@ def write_digits(data_dir: str, seed: int = 0) -> str:
         for path, array in zip(digits_files(data_dir, name), arrays):
             os.makedirs(os.path.dirname(path), exist_ok=True)
             np.save(path, np.ascontiguousarray(array, dtype=np.uint8))
-    return os.path.dirname(os.path.dirname(digits_files(data_dir, DIGITS_ENVIRONMENTS[0])[0]))
+    return os.path.join(data_dir, DIGITS_FOLDER)
