@@ -56,13 +56,11 @@ def main(argv: list[str] | None = None) -> None:
     if "OfflineDigits" not in args.datasets:
         return
     folder = write_digits(args.data_dir, args.seed)
-    sizes = {name: len(np.load(digits_files(args.data_dir, name)[1])) for name in DIGITS_ENVIRONMENTS}
+    written = {name: tuple(np.load(path) for path in digits_files(args.data_dir, name)) for name in DIGITS_ENVIRONMENTS}
     print(f"Wrote OfflineDigits (seed {args.seed}) to {folder}: "
-          + ", ".join(f"{name} {size}" for name, size in sizes.items()))
+          + ", ".join(f"{name} {len(labels)}" for name, (_, labels) in written.items()))
     if args.sample_grid:
-        environments = {name: tuple(np.load(path) for path in digits_files(args.data_dir, name))
-                        for name in DIGITS_ENVIRONMENTS}
-        sample_grid(environments, args.sample_grid)
+        sample_grid(written, args.sample_grid)
         print(f"Wrote {args.sample_grid}")
 
 

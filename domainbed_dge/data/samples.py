@@ -8,14 +8,13 @@ import numpy as np
 def sample_grid(environments: dict[str, tuple[np.ndarray, np.ndarray]], path: str, per_class: int = 2) -> None:
     """Write a PNG: a row per environment, ``per_class`` images of each digit 0-9 (the
     first of each class in file order)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
 
     columns = 10 * per_class
-    figure, axes = plt.subplots(len(environments), columns, figsize=(columns * 0.55, len(environments) * 0.7),
-                                squeeze=False)
+    figure = Figure(figsize=(columns * 0.55, len(environments) * 0.7))
+    FigureCanvasAgg(figure)
+    axes = figure.subplots(len(environments), columns, squeeze=False)
     for row, (name, (images, labels)) in enumerate(environments.items()):
         picks = [index for digit in range(10) for index in np.flatnonzero(labels == digit)[:per_class]]
         for column, axis in enumerate(axes[row]):
@@ -26,4 +25,3 @@ def sample_grid(environments: dict[str, tuple[np.ndarray, np.ndarray]], path: st
         axes[row, 0].set_ylabel(name, rotation=0, ha="right", va="center", fontsize=9)
     figure.subplots_adjust(left=0.09, right=0.995, top=0.99, bottom=0.01, wspace=0.05, hspace=0.08)
     figure.savefig(path, dpi=110)
-    plt.close(figure)

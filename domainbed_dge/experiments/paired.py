@@ -81,6 +81,13 @@ def interval_cell(paired: PairedDifference) -> str:
     return f"{paired.mean:+.1f} {interval_text(paired)}"
 
 
+def ranked_by_average(results: DatasetResults) -> list[str]:
+    """The methods by their mean target accuracy over the sources (``Avg``), highest
+    first; methods without an ``Avg`` last, in their order."""
+    average = {method: source_means(results, results.accuracies, method)[1] for method in results.methods}
+    return sorted(results.methods, key=lambda method: (average[method] is None, -(average[method] or 0.0)))
+
+
 def overview_table(results: DatasetResults, references: Sequence[str],
                    with_validation: bool) -> tuple[list[str], list[list[str]]]:
     """Header and rows of the ranking: each method's mean target accuracy (%) per source
@@ -93,7 +100,7 @@ def overview_table(results: DatasetResults, references: Sequence[str],
                  for reference in references}
 
     entries = []
-    for method in results.methods:
+    for method in ranked_by_average(results):
         means, avg = source_means(results, results.accuracies, method)
         shown = [MISSING if value is None else f"{value:.1f}" for value in [*means, avg]]
         if with_validation:
@@ -103,9 +110,8 @@ def overview_table(results: DatasetResults, references: Sequence[str],
             paired = paired_of[reference].get(method)
             shown.append("-" if method == reference else MISSING if paired is None else interval_cell(paired))
         entries.append((avg, method, shown))
-    ranked = sorted(entries, key=lambda entry: (entry[0] is None, -(entry[0] or 0.0)))
     header = ["Rank", "Method", *(results.environments[source] for source in results.sources), "Avg",
               *(["source validation Avg"] if with_validation else []), *(f"vs {reference}" for reference in references)]
     rows = [[MISSING if avg is None else str(rank), method, *shown]
-            for rank, (avg, method, shown) in enumerate(ranked, start=1)]
+            for rank, (avg, method, shown) in enumerate(entries, start=1)]
     return header, rows

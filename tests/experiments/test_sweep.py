@@ -166,6 +166,15 @@ def test_variants_pick_rows_of_a_preset_by_name():
         resolve("--datasets", "PACS", "--variants", "DGE")
 
 
+def assert_committed_jobs_are_finished(sweep_dir: Path) -> None:
+    """Every job folder git tracks under ``sweep_dir`` has its results.jsonl and done."""
+    tracked = subprocess.run(["git", "ls-files", str(sweep_dir)], cwd=REPO, capture_output=True, text=True)
+    if tracked.returncode == 0 and tracked.stdout:
+        files = {Path(line).relative_to(sweep_dir.relative_to(REPO)) for line in tracked.stdout.splitlines()}
+        committed = {path.parent.name for path in files}
+        assert {Path(job, name) for job in committed for name in ("results.jsonl", "done")} <= files
+
+
 @pytest.mark.parametrize("folder, options", [
     ("sweep", ()),
     ("sweep_1000", ("--steps", "1000", "--checkpoint_freq", "100")),
@@ -186,11 +195,7 @@ def test_the_committed_fair_comparison_is_the_presets_sweep(folder, options):
     jobs = first if folder != "sweep" else resolve("--preset", preset, data_dir="./data", output_dir=str(sweep_dir))
     directories = {path.name for path in sweep_dir.iterdir()}
     assert directories <= {Path(job.job.output_dir).name for job in jobs}
-    tracked = subprocess.run(["git", "ls-files", str(sweep_dir)], cwd=REPO, capture_output=True, text=True)
-    if tracked.returncode == 0 and tracked.stdout:
-        files = {Path(line).relative_to(sweep_dir.relative_to(REPO)) for line in tracked.stdout.splitlines()}
-        committed = {path.parent.name for path in files}
-        assert {Path(job, name) for job in committed for name in ("results.jsonl", "done")} <= files
+    assert_committed_jobs_are_finished(sweep_dir)
 
 
 @pytest.mark.parametrize("folder, preset", [("sweep", "digits_fair"), ("lr_search", "digits_fair_lr")])
@@ -201,11 +206,7 @@ def test_the_committed_digits_jobs_are_the_presets_and_finished(folder, preset):
     jobs = resolve("--preset", str(REPO / "sweeps" / f"{preset}.json"), data_dir="./data", output_dir=str(sweep_dir))
     directories = {path.name for path in sweep_dir.iterdir()} if sweep_dir.exists() else set()
     assert directories and directories <= {Path(job.job.output_dir).name for job in jobs}
-    tracked = subprocess.run(["git", "ls-files", str(sweep_dir)], cwd=REPO, capture_output=True, text=True)
-    if tracked.returncode == 0 and tracked.stdout:
-        files = {Path(line).relative_to(sweep_dir.relative_to(REPO)) for line in tracked.stdout.splitlines()}
-        committed = {path.parent.name for path in files}
-        assert {Path(job, name) for job in committed for name in ("results.jsonl", "done")} <= files
+    assert_committed_jobs_are_finished(sweep_dir)
 
 
 def test_checkpoint_freq_from_a_preset_reaches_train_py():
