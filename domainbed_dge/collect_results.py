@@ -9,7 +9,8 @@ target domains' ``out`` splits, as DomainBed's oracle; see
 ``domainbed_dge.experiments.selection``): one row per algorithm (or labelled
 variant), one column per source domain, and an ``Avg`` column; for source-validation
 selection, the selected checkpoints' accuracy on the source's validation split (what
-a learning rate is chosen on); each method's paired difference to ``--reference``
+a learning rate is chosen on); with a single source (as on Digits), each row's
+accuracy on each target, ranked; each method's paired difference to ``--reference``
 (default: the step-matched control ``GradAvg x K``) where that row exists and, given
 two or more references, an overview that ranks the rows by average target accuracy
 with their paired difference to each; each method's learning curves (source

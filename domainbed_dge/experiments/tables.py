@@ -6,7 +6,8 @@ A cell is the accuracy (%) on the target domains' ``in`` splits, averaged over t
 targets (a preset's ``targets`` when it names them), as mean ± population standard
 deviation (ddof 0) over trials, with the number of trials in parentheses; ``X`` where
 no trial ran. ``Avg`` is the mean of the row's source columns, ``X`` unless every
-source has one. Then, per method, the source x target accuracy matrix (mean over
+source has one. With a single source, the accuracy on each target as well (rows
+ranked). Then, per method, the source x target accuracy matrix (mean over
 trials), and, where a reference row is there, each method's paired difference to it
 (``experiments.paired``); given several reference rows, the overview that ranks the
 methods. Over training, for the runs source validation selected, the tables of
@@ -19,7 +20,7 @@ from typing import Callable, Sequence
 
 from domainbed_dge.experiments.dataset_results import MISSING, DatasetResults, mean_and_std, source_means
 from domainbed_dge.experiments.over_training import diagnostics_table, learning_curve_table, training_table
-from domainbed_dge.experiments.paired import overview_table, paired_table
+from domainbed_dge.experiments.paired import overview_table, paired_table, ranked_by_average
 from domainbed_dge.experiments.presets import STEP_MATCHED_CONTROL
 from domainbed_dge.experiments.records import Loaded
 from domainbed_dge.experiments.selection import ORACLE, SELECTION_METHODS, SOURCE_VALIDATION, select
@@ -79,6 +80,24 @@ def matrix_table(results: DatasetResults, method: str) -> tuple[list[str], list[
     return header, rows
 
 
+def target_table(results: DatasetResults) -> tuple[list[str], list[list[str]]]:
+    """Header and rows of the accuracy (%) on each target of the one source (mean over
+    trials), their mean and the number of trials; rows ranked by that mean, as in the
+    overview. Columns: the environments some method has a target accuracy on."""
+    (source,) = results.sources
+    by_method = {method: results.target_matrix(method)[source] for method in results.methods}
+    targets = [target for target in range(len(results.environments))
+               if any(row[target] is not None for row in by_method.values())]
+    header = ["Method", *(results.environments[target] for target in targets), "Avg", "trials"]
+    rows = []
+    for method in ranked_by_average(results):
+        values = [by_method[method][target] for target in targets]
+        cells = [MISSING if value is None else f"{100 * value:.1f}" for value in values]
+        average = MISSING if None in values else f"{100 * sum(values) / len(values):.1f}"
+        rows.append([method, *cells, average, str(len(results.trials(method, source)))])
+    return header, rows
+
+
 def render(title: str, header: list[str], rows: list[list[str]], fmt: str) -> str:
     """A titled table as text, markdown or a LaTeX tabular."""
     if fmt == "markdown":
@@ -135,6 +154,9 @@ def report(input_dir: str, loaded: Loaded, fmt: str, references: Sequence[str] =
             if method == SOURCE_VALIDATION:
                 parts.append(render(f"{title}: the selected checkpoints' source validation accuracy (%)",
                                     *validation_table(results, fmt), fmt))
+            if len(results.sources) == 1:
+                parts.append(render(f"{title}: accuracy (%) on each target domain, rows ranked by average target "
+                                    "accuracy, mean over trials", *target_table(results), fmt))
             present = [reference for reference in references if reference in results.methods]
             if len(present) >= 2:
                 validation = method == SOURCE_VALIDATION

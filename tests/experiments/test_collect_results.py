@@ -189,6 +189,25 @@ def test_declared_targets_are_the_only_ones_averaged_and_columns_are_the_sources
     ]
 
 
+def test_one_source_gets_each_target_s_accuracy_ranked_and_more_sources_do_not(tmp_path):
+    # Source 0 only. DGE: trial 0 targets 0.40 / 0.80, trial 1 0.50 / 0.70 (means 45.0 / 75.0,
+    # Avg 60.0). ERM: trial 0 only, 0.70 / 0.30 (Avg 50.0), ranked below DGE.
+    for trial, targets in enumerate([(.40, .80), (.50, .70)]):
+        write_run(tmp_path, f"dge{trial}", [([1.0, *targets], [.5] * 3)], source=0, trial_seed=trial,
+                  hparams_seed=0, algorithm="DGE")
+    write_run(tmp_path, "erm", [([1.0, .70, .30], [.5] * 3)], source=0, trial_seed=0, hparams_seed=0, algorithm="ERM")
+    title = (f"{DATASET}, {SOURCE_VALIDATION} selection: accuracy (%) on each target domain, rows ranked by average "
+             "target accuracy, mean over trials")
+    output = tables.report(str(tmp_path), load_runs(str(tmp_path)), "text")
+    assert text_table(output, title) == [
+        ["Method", "env1", "env2", "Avg", "trials"],
+        ["DGE", "45.0", "75.0", "60.0", "2"],
+        ["ERM", "70.0", "30.0", "50.0", "1"],
+    ]
+    write_run(tmp_path, "dge_s1", [([.5, 1.0, .5], [.5] * 3)], source=1, trial_seed=0, hparams_seed=0, algorithm="DGE")
+    assert "each target domain" not in tables.report(str(tmp_path), load_runs(str(tmp_path)), "text")
+
+
 def test_a_target_that_was_trained_on_is_a_bad_record(tmp_path):
     write_run(tmp_path, "bad", [([1.0, .5, .5], [.5] * 3)], source=0, trial_seed=0, hparams_seed=0,
               algorithm="DGE", hparams={"sweep_targets": [0]})
