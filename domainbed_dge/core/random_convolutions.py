@@ -26,6 +26,13 @@ b_Delta = 0.2 for 32 x 32 and 0.5 for 224 x 224 images, sigma_a = 0.5, eps) come
 third-party re-implementations that describe the paper's Sec. 3 and implementation
 details, whose text could not be read here: unverified (see the README's list).
 
+Both act on the batch as it is given (``as_given``), or, with ``pixel_range="signed"``,
+on [0, 1] pixels mapped to [-1, 1] as RandConv's digits code feeds them
+(``Normalize(0.5, 0.5)``, ``train_digits.py``:50, 61, 70), the result mapped back:
+``(draw(2x - 1) + 1) / 2`` (:func:`in_signed_range`). A bias-free convolution then sees a
+dark background as -1, not 0, so a kernel whose taps sum below 0 turns a dark ground
+light, as the authors' runs did, where on [0, 1] pixels it leaves the ground at 0.
+
 Every draw comes from ``generator`` (a CPU ``torch.Generator``; ``None``: torch's
 default CPU generator, which DomainBed's ``train.py`` seeds), never from Python's
 ``random``, so that a run is reproducible and the draws do not depend on the device.
@@ -36,7 +43,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -49,6 +56,8 @@ VARIANTS = ("img", "mix")
 #: scripts make them (RandConv applied again to the first view, ``RC'(RC(x))``), or as
 #: three independent draws on the clean image (``RC'(x)``).
 CONSISTENCY_VIEWS = ("released", "independent")
+#: The pixel range a draw acts in: the batch as given, or [0, 1] pixels as [-1, 1].
+PIXEL_RANGES = ("as_given", "signed")
 #: The released digits scripts' kernel sizes (exp_mnist10k.sh:13,16).
 KERNEL_SIZES = (1, 3, 5, 7)
 #: The clamp of the consistency loss's mixture (randconv_trainer.py:404).
@@ -67,6 +76,18 @@ def he_normal_kernel(channels: int, kernel_size: int, generator: torch.Generator
     return weight / math.sqrt(channels * kernel_size**2)
 
 
+def in_signed_range(transform: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+    """``(transform(2x - 1) + 1) / 2``: ``transform`` applied to [0, 1] pixels as to the
+    [-1, 1] pixels of RandConv's digits code, its output brought back to [0, 1]'s scale
+    (the identity stays the identity; zero padding is grey, as there)."""
+    return (transform(2 * x - 1) + 1) / 2
+
+
+def check_pixel_range(pixel_range: str) -> None:
+    if pixel_range not in PIXEL_RANGES:
+        raise ValueError(f"pixel range {pixel_range!r} is not allowed; allowed: {', '.join(PIXEL_RANGES)}")
+
+
 def uniform(low: float, high: float, generator: torch.Generator | None = None) -> float:
     """One draw of ``U(low, high)``."""
     return low + (high - low) * float(torch.rand((), generator=generator))
@@ -79,11 +100,12 @@ def uniform(low: float, high: float, generator: torch.Generator | None = None) -
 class RandomConvolution:
     """One RandConv draw: ``weight`` (C x C x k x k, on the host), ``identity`` (the
     ``img`` variant kept the image), ``mix_weight`` (``a`` of the ``mix`` variant,
-    ``None`` for ``img``)."""
+    ``None`` for ``img``), ``signed`` (it acts on [0, 1] pixels as on [-1, 1] ones)."""
 
     weight: torch.Tensor
     identity: bool = False
     mix_weight: float | None = None
+    signed: bool = False
 
     @property
     def kernel_size(self) -> int:
@@ -94,12 +116,16 @@ class RandomConvolution:
         weight = self.weight.to(x.device, x.dtype, non_blocking=True)
         return F.conv2d(x, weight, padding=self.kernel_size // 2)
 
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+    def transform(self, x: torch.Tensor) -> torch.Tensor:
+        """The draw in the input's own range: ``x``, ``conv(x)`` or ``a conv(x) + (1 - a) x``."""
         if self.identity:
             return x
         if self.mix_weight is not None:
             return self.mix_weight * self.convolve(x) + (1 - self.mix_weight) * x
         return self.convolve(x)
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        return in_signed_range(self.transform, x) if self.signed else self.transform(x)
 
     def diagnostics(self) -> dict[str, float]:
         results = {"randconv_kernel_size": float(self.kernel_size)}
@@ -113,7 +139,8 @@ class RandomConvolution:
 class RandConv:
     """RandConv's augmenter: :meth:`sample` draws one :class:`RandomConvolution` per
     batch. ``consistency_weight`` (lambda) and ``consistency_views`` (one of
-    :data:`CONSISTENCY_VIEWS`) say how the trainer adds :func:`consistency_loss`."""
+    :data:`CONSISTENCY_VIEWS`) say how the trainer adds :func:`consistency_loss`;
+    ``pixel_range`` (one of :data:`PIXEL_RANGES`) what range the draws act in."""
 
     def __init__(
         self,
@@ -122,6 +149,7 @@ class RandConv:
         identity_prob: float = 0.5,
         consistency_weight: float = 0.0,
         consistency_views: str = "released",
+        pixel_range: str = "as_given",
     ):
         if not kernel_sizes or any(k < 1 or k % 2 == 0 for k in kernel_sizes):
             raise ValueError(f"kernel sizes {list(kernel_sizes)!r} are not allowed; allowed: odd integers >= 1")
@@ -132,11 +160,13 @@ class RandConv:
         if consistency_views not in CONSISTENCY_VIEWS:
             raise ValueError(f"consistency views {consistency_views!r} are not allowed; "
                              f"allowed: {', '.join(CONSISTENCY_VIEWS)}")
+        check_pixel_range(pixel_range)
         self.kernel_sizes = tuple(kernel_sizes)
         self.variant = variant
         self.identity_prob = identity_prob
         self.consistency_weight = consistency_weight
         self.consistency_views = consistency_views
+        self.signed = pixel_range == "signed"
 
     def sample(self, shape: torch.Size, generator: torch.Generator | None = None) -> RandomConvolution:
         """One draw for a batch of ``shape`` (N, C, H, W): k uniformly from the list,
@@ -144,8 +174,9 @@ class RandConv:
         index = int(torch.randint(len(self.kernel_sizes), (), generator=generator))
         weight = he_normal_kernel(shape[1], self.kernel_sizes[index], generator)
         if self.variant == "mix":
-            return RandomConvolution(weight, mix_weight=float(torch.rand((), generator=generator)))
-        return RandomConvolution(weight, identity=float(torch.rand((), generator=generator)) < self.identity_prob)
+            return RandomConvolution(weight, mix_weight=float(torch.rand((), generator=generator)), signed=self.signed)
+        identity = float(torch.rand((), generator=generator)) < self.identity_prob
+        return RandomConvolution(weight, identity=identity, signed=self.signed)
 
     def consistency_inputs(
         self, x: torch.Tensor, first_view: torch.Tensor, generator: torch.Generator | None = None
@@ -215,15 +246,21 @@ class RandomConvolutionBlock:
 
 @dataclass(frozen=True)
 class ProgressiveConvolution:
-    """One Pro-RandConv draw: ``block`` applied ``repeats`` (L) times."""
+    """One Pro-RandConv draw: ``block`` applied ``repeats`` (L) times; ``signed``: to
+    [0, 1] pixels as to [-1, 1] ones."""
 
     block: RandomConvolutionBlock
     repeats: int
+    signed: bool = False
 
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+    def transform(self, x: torch.Tensor) -> torch.Tensor:
+        """The block applied L times, in the input's own range."""
         for _ in range(self.repeats):
             x = self.block(x)
         return x
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        return in_signed_range(self.transform, x) if self.signed else self.transform(x)
 
     def diagnostics(self) -> dict[str, float]:
         return {
@@ -236,13 +273,14 @@ class ProgressiveConvolution:
 class ProgressiveRandConv:
     """Pro-RandConv's augmenter: :meth:`sample` draws one block and its number of
     repeats per batch. ``max_repeats`` is L_max, ``offset_std_bound`` b_Delta,
-    ``affine_std`` the std of gamma and beta. It trains with cross-entropy only
+    ``affine_std`` the std of gamma and beta, ``pixel_range`` (one of
+    :data:`PIXEL_RANGES`) what range the draws act in. It trains with cross-entropy only
     (``consistency_weight`` 0)."""
 
     consistency_weight = 0.0
 
     def __init__(self, max_repeats: int = 10, offset_std_bound: float = 0.5, affine_std: float = 0.5,
-                 kernel_size: int = 3, smallest_std: float = PRO_SMALLEST_STD):
+                 kernel_size: int = 3, smallest_std: float = PRO_SMALLEST_STD, pixel_range: str = "as_given"):
         if max_repeats < 1:
             raise ValueError(f"max_repeats {max_repeats!r} is not allowed; allowed: an integer >= 1")
         if offset_std_bound < smallest_std or affine_std < 0:
@@ -250,11 +288,13 @@ class ProgressiveRandConv:
                              f"allowed: offset_std_bound >= {smallest_std}, affine_std >= 0")
         if kernel_size < 1 or kernel_size % 2 == 0:
             raise ValueError(f"kernel_size {kernel_size!r} is not allowed; allowed: an odd integer >= 1")
+        check_pixel_range(pixel_range)
         self.max_repeats = max_repeats
         self.offset_std_bound = offset_std_bound
         self.affine_std = affine_std
         self.kernel_size = kernel_size
         self.smallest_std = smallest_std
+        self.signed = pixel_range == "signed"
 
     def sample_block(self, shape: torch.Size, generator: torch.Generator | None = None) -> RandomConvolutionBlock:
         """One block for a batch of ``shape`` (N, C, H, W)."""
@@ -272,4 +312,4 @@ class ProgressiveRandConv:
         """One block and ``L ~ U{1..max_repeats}``."""
         block = self.sample_block(shape, generator)
         repeats = int(torch.randint(1, self.max_repeats + 1, (), generator=generator))
-        return ProgressiveConvolution(block, repeats)
+        return ProgressiveConvolution(block, repeats, self.signed)

@@ -33,6 +33,7 @@ from domainbed_dge.core.peers import PCGRAD_ORDERS, PCGRAD_REDUCTIONS
 from domainbed_dge.core.random_convolutions import (
     CONSISTENCY_VIEWS,
     KERNEL_SIZES,
+    PIXEL_RANGES,
     VARIANTS,
     ProgressiveRandConv,
     RandConv,
@@ -213,6 +214,8 @@ RANDCONV_HPARAMS = (
            "a number >= 0 (lambda of the consistency loss; 0 turns it off)", lambda v: is_number(v) and v >= 0),
     choice("randconv_consistency_views", CONSISTENCY_VIEWS,
            "the extra views convolve the first view again, as the released scripts, or the clean image"),
+    choice("randconv_pixel_range", PIXEL_RANGES, "convolve the batch as given, or [0, 1] pixels as the [-1, 1] "
+           "of the authors' digits code: (RC(2x - 1) + 1) / 2"),
 )
 
 # Pro-RandConv: no official code; L_max 10, b_Delta 0.2 for 32 x 32 digits and 0.5 for 224 x 224
@@ -229,6 +232,8 @@ PRORANDCONV_HPARAMS = (
            lambda v: is_number(v) and v >= 1e-4),
     HParam("prorandconv_affine_std", fixed(0.5), lambda r: float(r.uniform(0.25, 0.75)),
            "a number >= 0 (std of the random affine's gamma and beta)", lambda v: is_number(v) and v >= 0),
+    choice("prorandconv_pixel_range", PIXEL_RANGES, "apply the blocks to the batch as given, or to [0, 1] pixels "
+           "as to [-1, 1] ones, the tanh output mapped back to (0, 1): (B(2x - 1) + 1) / 2"),
 )
 
 METHODS = (
@@ -299,7 +304,7 @@ METHODS = (
         "unchanged with probability randconv_identity_prob (img) or blended with the image (mix), plus "
         "randconv_consistency_weight times the KL consistency of three views' predictions.",
         lambda h: RandConv(h["randconv_kernel_sizes"], h["randconv_variant"], h["randconv_identity_prob"],
-                           h["randconv_consistency_weight"], h["randconv_consistency_views"]),
+                           h["randconv_consistency_weight"], h["randconv_consistency_views"], h["randconv_pixel_range"]),
         RANDCONV_HPARAMS,
         engine="random_convolution",
     ),
@@ -309,7 +314,7 @@ METHODS = (
         "times through one random block per step: a deformable 3 x 3 convolution with Gaussian-smoothed "
         "He-normal weights and random offsets, per-channel standardisation, a random affine, tanh.",
         lambda h: ProgressiveRandConv(h["prorandconv_max_repeats"], h["prorandconv_offset_std"],
-                                      h["prorandconv_affine_std"]),
+                                      h["prorandconv_affine_std"], pixel_range=h["prorandconv_pixel_range"]),
         PRORANDCONV_HPARAMS,
         engine="random_convolution",
     ),

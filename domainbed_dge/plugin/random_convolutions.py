@@ -5,7 +5,10 @@ ImageNet-normalised RGB for the RGB datasets, pixels in [0, 1] for the MNIST dat
 RandConv's released code also convolves the normalised input (digits:
 ``Normalize(0.5, 0.5)``, train_digits.py:50, 61, 70) and never clamps the output
 (``clamp_output`` off in every script); Pro-RandConv's ``tanh`` puts its output in
-(-1, 1) whatever the input's range. Evaluation (``predict``) sees clean images.
+(-1, 1) whatever the input's range. ``randconv_pixel_range`` / ``prorandconv_pixel_range``
+``signed`` apply the draws to [0, 1] pixels as to the [-1, 1] pixels of the authors'
+digits code and map the result back (``core.random_convolutions.in_signed_range``).
+Evaluation (``predict``) sees clean images.
 """
 
 from __future__ import annotations

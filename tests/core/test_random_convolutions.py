@@ -149,9 +149,34 @@ def test_consistency_loss_matches_the_hand_computed_js_value():
     assert consistency_loss(doubled).item() == pytest.approx(2 * kl / 3, rel=1e-6)
 
 
+def test_the_signed_range_convolves_minus_one_one_pixels_and_maps_the_result_back():
+    x = torch.rand(4, 3, 12, 12, generator=generator(4))
+    convolution = RandConv(kernel_sizes=[1], identity_prob=0.0, pixel_range="signed").sample(x.shape, generator())
+    W = convolution.weight[:, :, 0, 0]
+    out = convolution(x)
+    for i, j in [(0, 0), (3, 7), (11, 11)]:
+        torch.testing.assert_close(out[:, :, i, j], ((2 * x[:, :, i, j] - 1) @ W.T + 1) / 2)
+    kept = RandConv(identity_prob=1.0, pixel_range="signed").sample(x.shape, generator())
+    torch.testing.assert_close(kept(x), x)
+    blended = RandConv(variant="mix", pixel_range="signed").sample(x.shape, generator(2))
+    a = blended.mix_weight
+    torch.testing.assert_close(blended(x), a * (blended.convolve(2 * x - 1) + 1) / 2 + (1 - a) * x)
+
+
+def test_a_negative_kernel_turns_a_dark_ground_light_only_in_the_signed_range():
+    # A light stroke (1) on a dark ground (0), convolved by the 1 x 1 kernel -1: in [-1, 1]
+    # the ground becomes light and the stroke dark, as in the authors' runs; on [0, 1]
+    # pixels the ground stays 0.
+    x = torch.zeros(1, 1, 5, 5)
+    x[0, 0, 1:4, 2] = 1.0
+    inverted = {signed: RandomConvolution(-torch.ones(1, 1, 1, 1), signed=signed)(x) for signed in (True, False)}
+    torch.testing.assert_close(inverted[True], 1 - x)
+    torch.testing.assert_close(inverted[False], -x)
+
+
 def test_bad_randconv_settings_are_refused():
     for kwargs in ({"kernel_sizes": [2]}, {"kernel_sizes": []}, {"variant": "both"}, {"identity_prob": 1.5},
-                   {"consistency_views": "twice"}):
+                   {"consistency_views": "twice"}, {"pixel_range": "unit"}):
         with pytest.raises(ValueError, match="not allowed"):
             RandConv(**kwargs)
 
@@ -206,6 +231,16 @@ def test_the_output_lies_strictly_inside_minus_one_one(seed):
     assert out.shape == x.shape and out.abs().max() < 1
 
 
+def test_the_signed_range_maps_the_tanh_output_into_zero_one():
+    x = torch.rand(2, 3, 10, 10, generator=generator(3))
+    rule = ProgressiveRandConv(max_repeats=3, pixel_range="signed")
+    for seed in range(3):
+        drawn = rule.sample(x.shape, generator(seed))
+        out = drawn(x)
+        torch.testing.assert_close(out, (drawn.transform(2 * x - 1) + 1) / 2)
+        assert out.min() > 0 and out.max() < 1
+
+
 def test_L_repeats_apply_one_block_L_times():
     x = images(size=10)
     block = block_for(x, seed=6)
@@ -252,6 +287,7 @@ def test_affine_parameters_have_the_given_std():
 
 
 def test_bad_pro_randconv_settings_are_refused():
-    for kwargs in ({"max_repeats": 0}, {"offset_std_bound": 0.0}, {"affine_std": -1.0}, {"kernel_size": 4}):
+    for kwargs in ({"max_repeats": 0}, {"offset_std_bound": 0.0}, {"affine_std": -1.0}, {"kernel_size": 4},
+                   {"pixel_range": "unit"}):
         with pytest.raises(ValueError, match="not allowed"):
             ProgressiveRandConv(**kwargs)

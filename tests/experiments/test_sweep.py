@@ -27,7 +27,7 @@ PRESET_JOBS = {
     "mdg": 17 * (4 + 4 + 4 + 6) * 5, "ablation_components": 3 * 3 * 4 * 5, "ablation_num_views": 3 * 4 * 5,
     "gradavg_vs_dge": 3 * 2 * 3 * 4 * 5, "ablation_augment": 9 * 4 * 5, "sensitivity_random_ops": 7 * 3 * 4 * 5,
     "sensitivity_alpha": 9 * 4 * 5, "rotated_mnist_offline": 8 * 6 * 3, "rotated_mnist_fair_lr": 4 * 2 * 1,
-    "rotated_mnist_fair": 27 * 2 * 3, "digits_fair_lr": 4 * 1 * 1, "digits_fair": 21 * 1 * 3,
+    "rotated_mnist_fair": 27 * 2 * 3, "digits_fair_lr": 4 * 1 * 1, "digits_fair": 23 * 1 * 3,
 }
 #: The fair comparison's first rows, run at 1,000 and at 3,000 steps; later rows joined
 #: the preset afterwards and run at 3,000 steps only.

@@ -68,7 +68,9 @@ def replayed_step(algorithm, batches, seed):
     ("RandConv", {"randconv_variant": "mix", "randconv_consistency_views": "independent",
                   "randconv_consistency_weight": 10.0}, 1),
     ("RandConv", {"randconv_consistency_weight": 0.0, "randconv_identity_prob": 0.0}, 2),
+    ("RandConv", {"randconv_pixel_range": "signed"}, 1),
     ("ProRandConv", {"prorandconv_max_repeats": 3}, 1),
+    ("ProRandConv", {"prorandconv_pixel_range": "signed"}, 1),
     ("ProRandConv", {}, 2),
 ])
 def test_one_update_is_one_step_on_the_replayed_objective(name, overrides, num_domains):
@@ -110,6 +112,8 @@ def test_defaults_are_the_authors_and_b_delta_follows_the_image_size():
     assert randconv["randconv_kernel_sizes"] == [1, 3, 5, 7] and randconv["randconv_variant"] == "img"
     assert randconv["randconv_identity_prob"] == 0.5 and randconv["randconv_consistency_weight"] == 5.0
     assert randconv["randconv_consistency_views"] == "released"
+    assert randconv["randconv_pixel_range"] == "as_given"
+    assert registry.define("ProRandConv", "RotatedMNIST", states)["prorandconv_pixel_range"][0] == "as_given"
     assert registry.define("ProRandConv", "RotatedMNIST", states)["prorandconv_offset_std"][0] == 0.2
     assert registry.define("ProRandConv", "PACS", states)["prorandconv_offset_std"][0] == 0.5
     assert registry.define("ProRandConv", "PACS", states)["prorandconv_max_repeats"][0] == 10
@@ -124,6 +128,8 @@ BAD = [
     ("RandConv", "randconv_identity_prob", 1.5, "[0, 1]"),
     ("RandConv", "randconv_consistency_weight", -1.0, ">= 0"),
     ("RandConv", "randconv_consistency_views", "twice", "released, independent"),
+    ("RandConv", "randconv_pixel_range", "unit", "as_given, signed"),
+    ("ProRandConv", "prorandconv_pixel_range", "unit", "as_given, signed"),
     ("ProRandConv", "prorandconv_max_repeats", 0, ">= 1"),
     ("ProRandConv", "prorandconv_max_repeats", 2.5, ">= 1"),
     ("ProRandConv", "prorandconv_offset_std", 0.0, ">= 0.0001"),
