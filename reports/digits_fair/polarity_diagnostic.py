@@ -13,7 +13,7 @@ import sys
 
 import numpy as np
 import torch
-from domainbed import algorithms
+from domainbed import algorithms, hparams_registry
 
 from domainbed_dge.plugin.data_guard import DIGITS_ENVIRONMENTS, digits_files
 
@@ -27,8 +27,11 @@ def predictions(algorithm, x: torch.Tensor) -> np.ndarray:
 
 def main(model_pkl: str, data_dir: str) -> None:
     saved = torch.load(model_pkl, weights_only=False)
-    algorithm = algorithms.get_algorithm_class(saved["args"]["algorithm"])(
-        saved["model_input_shape"], saved["model_num_classes"], saved["model_num_domains"], saved["model_hparams"])
+    name, dataset = saved["args"]["algorithm"], saved["args"]["dataset"]
+    # Hyperparameters added after the run was saved take their defaults (they change training only).
+    hparams = {**hparams_registry.default_hparams(name, dataset), **saved["model_hparams"]}
+    algorithm = algorithms.get_algorithm_class(name)(
+        saved["model_input_shape"], saved["model_num_classes"], saved["model_num_domains"], hparams)
     algorithm.load_state_dict(saved["model_dict"])
     algorithm.eval()
     for environment in DIGITS_ENVIRONMENTS:
