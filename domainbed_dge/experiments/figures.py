@@ -41,9 +41,9 @@ from typing import Sequence
 
 from domainbed_dge.experiments.records import Run, load_runs
 from domainbed_dge.experiments.selection import SOURCE_VALIDATION, select
-from domainbed_dge.experiments.dataset_results import DatasetResults, source_means
+from domainbed_dge.experiments.dataset_results import DatasetResults
 from domainbed_dge.experiments.over_training import WEIGHT_KEY
-from domainbed_dge.experiments.paired import paired_differences, ranked_by_average
+from domainbed_dge.experiments.paired import average_accuracies, paired_differences, ranked_by_average
 
 DIAGNOSTICS = ("dge_net_vs_gradavg", "pair_conflict_fraction", "coordinate_conflict_fraction", "grad_cosine",
                "direction_norm_ratio", "dge_adjusted_pairs")
@@ -142,7 +142,7 @@ def paired_forest(results: DatasetResults, references: Sequence[str] = FOREST_RE
     panels = [(reference, paired) for reference, paired in panels if paired]
     if not panels:
         return None
-    average = {method: source_means(results, results.accuracies, method)[1] for method in results.methods}
+    average = average_accuracies(results)
     rows = ranked_by_average(results)
     figure = _figure(1.5 + 4.2 * len(panels), 1.2 + 0.3 * len(rows))
     axes_row = figure.subplots(1, len(panels), sharey=True, squeeze=False)[0]

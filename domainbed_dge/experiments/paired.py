@@ -81,10 +81,16 @@ def interval_cell(paired: PairedDifference) -> str:
     return f"{paired.mean:+.1f} {interval_text(paired)}"
 
 
+def average_accuracies(results: DatasetResults) -> dict[str, float | None]:
+    """Each method's mean target accuracy (%) over the sources (``Avg``; ``None`` when a
+    source has no trial)."""
+    return {method: source_means(results, results.accuracies, method)[1] for method in results.methods}
+
+
 def ranked_by_average(results: DatasetResults) -> list[str]:
     """The methods by their mean target accuracy over the sources (``Avg``), highest
     first; methods without an ``Avg`` last, in their order."""
-    average = {method: source_means(results, results.accuracies, method)[1] for method in results.methods}
+    average = average_accuracies(results)
     return sorted(results.methods, key=lambda method: (average[method] is None, -(average[method] or 0.0)))
 
 
