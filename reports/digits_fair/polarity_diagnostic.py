@@ -38,7 +38,8 @@ def main(model_pkl: str, data_dir: str) -> None:
         images_file, labels_file = digits_files(data_dir, environment)
         images, labels = np.load(images_file), np.load(labels_file)
         x = torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255
-        correct = predictions(algorithm, x) == labels
+        predicted = predictions(algorithm, x)
+        correct = predicted == labels
         luma = images.astype(float) @ LUMA / 255
         border = np.concatenate([luma[:, :3].reshape(len(luma), -1), luma[:, -3:].reshape(len(luma), -1),
                                  luma[:, :, :3].reshape(len(luma), -1), luma[:, :, -3:].reshape(len(luma), -1)], 1)
@@ -47,7 +48,7 @@ def main(model_pkl: str, data_dir: str) -> None:
         print(f"{environment}: accuracy {correct.mean():.3f}; light stroke on dark ({light.mean():.2f} of the images) "
               f"{correct[light].mean():.3f}, dark on light {dark}; inverted {np.mean(predictions(algorithm, 1 - x) == labels):.3f}; "
               f"grey {np.mean(predictions(algorithm, x.mean(1, keepdim=True).expand_as(x)) == labels):.3f}; "
-              f"predicted classes {np.bincount(predictions(algorithm, x), minlength=10).tolist()}")
+              f"predicted classes {np.bincount(predicted, minlength=10).tolist()}")
 
 
 if __name__ == "__main__":
