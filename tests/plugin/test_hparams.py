@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import re
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -108,3 +110,35 @@ def test_missing_key_is_named():
     del hparams["pcgrad_order"]
     with pytest.raises(registry.HParamError, match="'pcgrad_order' is missing"):
         registry.validate("PCGrad", hparams)
+
+
+README = Path(__file__).resolve().parents[2] / "README.md"
+#: DomainBed's datasets with a per-dataset default, and the plugin's OfflineDigits.
+DATASETS = ("Debug28", "RotatedMNIST", "ColoredMNIST", "OfflineDigits", "PACS", "VLCS", "OfficeHome",
+            "TerraIncognita", "DomainNet")
+
+
+def readme_hparam_rows() -> dict[str, str]:
+    """``{name: default cell}`` of the README's "Hyperparameters" table."""
+    section = README.read_text().split("\n## Hyperparameters\n", 1)[1].split("\n## ", 1)[0]
+    rows = {}
+    for line in section.splitlines():
+        cells = [cell.strip() for cell in line.split(" | ")]
+        if line.startswith("| `") and len(cells) >= 3:
+            for name in re.findall(r"`([a-z0-9_]+)`", cells[0]):
+                rows.setdefault(name, cells[2])
+    return rows
+
+
+def test_readme_documents_every_hyperparameter_and_each_dataset_with_its_own_default():
+    rows = readme_hparam_rows()
+    for algorithm in (*registry.NAMES, "ERM"):
+        for h in registry.hparams_of(algorithm):
+            assert h.name in rows, f"README's hyperparameter table lacks {h.name!r} ({algorithm})"
+            defaults = {dataset: h.default(dataset) for dataset in DATASETS}
+            values = list(map(json.dumps, defaults.values()))
+            usual = max(set(values), key=values.count)
+            for dataset, value in zip(DATASETS, values):
+                if value != usual:
+                    assert dataset in rows[h.name], (
+                        f"README's default of {h.name!r} does not name {dataset} (default {value})")
