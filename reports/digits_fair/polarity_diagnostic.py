@@ -32,7 +32,11 @@ def main(model_pkl: str, data_dir: str) -> None:
     hparams = {**hparams_registry.default_hparams(name, dataset), **saved["model_hparams"]}
     algorithm = algorithms.get_algorithm_class(name)(
         saved["model_input_shape"], saved["model_num_classes"], saved["model_num_domains"], hparams)
-    algorithm.load_state_dict(saved["model_dict"])
+    # Keys the saved model has beyond a fresh one are state made while training (Fish's
+    # inner copy of the network); predict() reads none of them. A missing key is an error.
+    loaded = algorithm.load_state_dict(saved["model_dict"], strict=False)
+    if loaded.missing_keys:
+        raise RuntimeError(f"{model_pkl} lacks {loaded.missing_keys} of a fresh {name}")
     algorithm.eval()
     for environment in DIGITS_ENVIRONMENTS:
         images_file, labels_file = digits_files(data_dir, environment)
